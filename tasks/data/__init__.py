@@ -1,0 +1,6 @@
+"""Data sets, loaded once at the edge and then closed over as device arrays."""
+
+from tasks.data.arrays import ArrayDataset, sample_indices, take_batch
+from tasks.data.digits import load_digits
+
+__all__ = ["ArrayDataset", "load_digits", "sample_indices", "take_batch"]
