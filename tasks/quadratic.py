@@ -29,13 +29,13 @@ class QuadraticConfig(NamedTuple):
     center: jax.Array
 
     def hessian(self) -> jax.Array:
-        return (self.rotation * self.eigvals) @ self.rotation.T
+        return (self.rotation * self.eigvals[None, :]) @ self.rotation.T
 
 
 def random_rotation(key: jax.Array, dim: int) -> jax.Array:
     """A Haar-distributed orthogonal ``[dim, dim]`` matrix."""
     q, r = jnp.linalg.qr(jax.random.normal(key, (dim, dim)))
-    return q * jnp.sign(jnp.diag(r))
+    return q * jnp.sign(jnp.diag(r))[None, :]
 
 
 def quadratic_task(cfg: QuadraticConfig, init_scale: float = 1.0) -> Task:
