@@ -1,8 +1,12 @@
 """The ``metaopt`` command line.
 
-``metaopt demo`` trains the digits MLP with an optax optimizer through the pure inner unroll
-(truncations of one compiled ``lax.scan``) and prints its learning curve. Bad arguments exit
-with code 2 and a one-line message.
+* ``metaopt train PRESET [key=value ...] [--run-dir DIR] [--eval]`` / ``metaopt train --resume DIR``
+* ``metaopt eval RUN_DIR --tasks digits_mlp,...``
+* ``metaopt plot RUN_DIR``
+* ``metaopt demo`` trains the digits MLP with an optax optimizer through the pure inner unroll.
+
+Bad input (unknown preset or key, wrong type, impossible value) exits with code 2 and a
+one-line message naming the key and the allowed values, without a traceback.
 """
 
 from __future__ import annotations
@@ -54,6 +58,76 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    import datetime
+    import pathlib
+
+    from metaopt.config import ConfigError, apply_overrides
+    from metaopt.train import artifacts
+
+    if args.resume:
+        if args.preset:
+            raise ConfigError("preset", "give either PRESET or --resume RUN_DIR, not both")
+        run_dir = pathlib.Path(args.resume)
+        cfg = artifacts.read_config(run_dir)
+    else:
+        if not args.preset:
+            raise ConfigError("preset", "missing; usage: metaopt train PRESET [key=value ...]")
+        from experiments import presets
+
+        cfg = presets.get(args.preset)
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = pathlib.Path(args.run_dir or f"runs/{args.preset}-{stamp}")
+    cfg = apply_overrides(cfg, args.overrides)
+    import jax
+
+    from metaopt import lopt
+    from metaopt.train.config import validate
+    from metaopt.train.loop import train
+
+    validate(cfg, lopt.names(), jax.device_count())
+    print(f"run directory: {run_dir}", file=sys.stderr)
+    summary = train(cfg, run_dir, resume=bool(args.resume), progress=not args.quiet)
+    last = summary["last_metrics"]
+    if last:
+        print(f"outer step {summary['step']}: meta_loss {last.get('meta_loss', float('nan')):.4f}"
+              f", {last.get('task_steps_per_s', 0):,.0f} task-steps/s ({summary['reason']})")
+    if args.eval and summary["reason"] == "finished":
+        return _eval_run(run_dir, args.eval_tasks.split(","), args.eval_steps, args.eval_seeds)
+    return 0
+
+
+def _eval_run(run_dir, task_names, steps: int, seeds: int) -> int:
+    import jax
+
+    from metaopt.train.artifacts import load_learned_optimizer, read_config
+    from metaopt.train.evaluate import evaluate, write_report
+
+    lopt, theta = load_learned_optimizer(run_dir)
+    cfg = read_config(run_dir)
+    theta0 = lopt.init(jax.random.fold_in(jax.random.key(cfg.seed), 0))
+    optimizers = {f"{lopt.name} (meta-trained)": lopt.optimizer(theta),
+                  f"{lopt.name} (untrained start)": lopt.optimizer(theta0)}
+    results = evaluate(optimizers, task_names, steps=steps, seeds=seeds)
+    print(write_report(results, run_dir / "eval", f"Evaluation of {run_dir}"))
+    print(f"wrote {run_dir / 'eval'}/eval.md, eval.json and eval_<task>.png")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import pathlib
+
+    return _eval_run(pathlib.Path(args.run_dir), args.tasks.split(","), args.steps, args.seeds)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from metaopt.train.plot import plot_run
+
+    for path in plot_run(args.run_dir):
+        print(path)
+    return 0
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -87,11 +161,42 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=cmd_demo)
+
+    train = sub.add_parser("train", help="meta-train a learned optimizer from a preset")
+    train.add_argument("preset", nargs="?", help="a preset name (experiments/presets.py)")
+    train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    train.add_argument("--run-dir", help="where to write (default runs/PRESET-TIMESTAMP)")
+    train.add_argument("--eval", action="store_true", help="evaluate on held-out tasks after")
+    train.add_argument("--eval-tasks", default="digits_mlp,mlp_family")
+    train.add_argument("--eval-steps", type=_positive_int, default=200)
+    train.add_argument("--eval-seeds", type=_positive_int, default=5)
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="train held-out tasks with a run's learned optimizer")
+    ev.add_argument("run_dir")
+    ev.add_argument("--tasks", default="digits_mlp,mlp_family",
+                    help="comma-separated: digits_mlp, digits_cnn, mlp_family, quadratic")
+    ev.add_argument("--steps", type=_positive_int, default=200)
+    ev.add_argument("--seeds", type=_positive_int, default=5)
+    ev.set_defaults(func=cmd_eval)
+
+    plot = sub.add_parser("plot", help="write PNG curves of a run's metrics")
+    plot.add_argument("run_dir")
+    plot.set_defaults(func=cmd_plot)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value overrides given after options land here
+        if args.command != "train" or any("=" not in e for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
+    if args.command == "train" and args.preset and "=" in args.preset:
+        args.overrides, args.preset = [args.preset, *args.overrides], None
     try:
         return args.func(args)
     except ValueError as err:  # bad input found past argument parsing: one line, exit 2

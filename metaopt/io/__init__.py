@@ -1,0 +1,1 @@
+"""Edges: checkpoints, metrics files, signals. Nothing here is called inside jit."""

@@ -1,0 +1,91 @@
+"""Orbax checkpoints of a whole training state, keeping the last ``k``.
+
+The state is any pytree of arrays. Typed PRNG keys (``jax.random.key``) are stored as their
+raw ``uint32`` key data and re-wrapped on restore from the abstract target, so a resumed run
+continues with bit-identical keys. Orbax writes each step to a temporary directory and
+renames it on commit, so an interrupted save never shadows a good one; a checkpoint that is
+present but unreadable (truncated files, wrong structure) is reported and the previous one is
+used instead (:meth:`Checkpointer.restore_latest`).
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+PyTree = Any
+log = logging.getLogger(__name__)
+
+
+def _is_key(x) -> bool:
+    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def to_saveable(tree: PyTree) -> PyTree:
+    """Replace typed PRNG keys by their uint32 key data."""
+    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+
+
+def _abstract(tree: PyTree) -> PyTree:
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), to_saveable(tree))
+
+
+def from_saveable(saved: PyTree, like: PyTree) -> PyTree:
+    """Inverse of :func:`to_saveable`, guided by a target ``like`` with typed keys."""
+    return jax.tree.map(
+        lambda s, ref: jax.random.wrap_key_data(s, impl=jax.random.key_impl(ref))
+        if _is_key(ref) else s,
+        saved, like,
+    )
+
+
+class Checkpointer:
+    """Save / restore numbered checkpoints under ``directory`` (keeps the newest ``keep``)."""
+
+    def __init__(self, directory: str | pathlib.Path, keep: int = 3):
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise ValueError(f"keep: must be a positive integer, got {keep!r}")
+        self.directory = pathlib.Path(directory).absolute()
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=keep, create=True, enable_async_checkpointing=False
+            ),
+        )
+
+    def steps(self) -> list[int]:
+        self._manager.reload()
+        return sorted(self._manager.all_steps())
+
+    def save(self, step: int, state: PyTree) -> None:
+        """Write ``state`` as checkpoint ``step`` (synchronously; committed when this returns)."""
+        self._manager.save(step, args=ocp.args.StandardSave(to_saveable(state)), force=True)
+        self._manager.wait_until_finished()
+
+    def restore(self, step: int, like: PyTree) -> PyTree:
+        saved = self._manager.restore(step, args=ocp.args.StandardRestore(_abstract(like)))
+        return from_saveable(saved, like)
+
+    def restore_latest(self, like: PyTree) -> tuple[int, PyTree] | None:
+        """The newest readable checkpoint as ``(step, state)``; ``None`` if there is none.
+
+        An unreadable checkpoint is reported (logged as a warning and returned in
+        ``self.skipped``) and the one before it is tried.
+        """
+        self.skipped: list[tuple[int, str]] = []
+        for step in reversed(self.steps()):
+            try:
+                return step, self.restore(step, like)
+            except Exception as err:  # corrupt / partial / incompatible: fall back  # noqa: BLE001
+                msg = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+                log.warning("checkpoint %d in %s is unreadable (%s); trying the previous one",
+                            step, self.directory, msg)
+                self.skipped.append((step, msg))
+        return None
+
+    def close(self) -> None:
+        self._manager.close()

@@ -1,0 +1,1 @@
+"""Outer training runs: typed configs, the driver loop, evaluation and plots (edges)."""
