@@ -10,15 +10,20 @@ TFDS = ("mnist", "fashion_mnist", "cifar10", "omniglot")
 DATASETS = BUNDLED + TFDS
 
 
-def load_dataset(name: str, data_dir: str | None = None) -> ArrayDataset:
+def load_dataset(name: str, data_dir: str | None = None, **tfds_options) -> ArrayDataset:
     """Load data set ``name``: ``"digits"`` needs nothing; tfds sets need a prepared ``data_dir``.
 
-    Raises ValueError naming ``dataset`` and the allowed values for an unknown name.
+    ``tfds_options`` go to :func:`tasks.data.tfds.load_tfds` (``max_examples_per_split``,
+    ``omniglot_size``, ...). Raises ValueError naming ``dataset`` and the allowed values for
+    an unknown name.
     """
     if name == "digits":
+        if tfds_options:
+            raise ValueError(f"dataset: options {sorted(tfds_options)} apply to tfds data sets "
+                             f"only, not to 'digits'")
         return load_digits()
     if name in TFDS:
         from tasks.data.tfds import load_tfds
 
-        return load_tfds(name, data_dir=data_dir)
+        return load_tfds(name, data_dir=data_dir, **tfds_options)
     raise ValueError(f"dataset: unknown data set {name!r}; allowed values are {list(DATASETS)}")
