@@ -32,8 +32,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import tasks
     from metaopt.inner import inner_problem, truncation
 
+    from metaopt.config import ConfigError
+
     data = tasks.load_digits()
-    task = tasks.mlp_classifier(data, hidden=tuple(args.hidden), batch_size=args.batch_size)
+    try:
+        task = tasks.mlp_classifier(data, hidden=tuple(args.hidden), batch_size=args.batch_size)
+    except ValueError as err:
+        raise ConfigError(str(err).split(":")[0], str(err).split(": ", 1)[-1]) from None
     ip = inner_problem(task, _build_optax(args.optimizer, args.lr),
                        schedule=truncation.constant(args.steps + 1), meta_loss="valid")
     state = ip.init(jax.random.key(args.seed), None)
@@ -62,7 +67,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import datetime
     import pathlib
 
-    from metaopt.config import ConfigError, apply_overrides
+    from metaopt.config import ConfigError, apply_overrides, check_choice
     from metaopt.train import artifacts
 
     if args.resume:
@@ -79,6 +84,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir = pathlib.Path(args.run_dir or f"runs/{args.preset}-{stamp}")
     cfg = apply_overrides(cfg, args.overrides)
+    if args.eval:
+        from metaopt.train.evaluate import EVAL_TASKS
+
+        for name in args.eval_tasks.split(","):
+            check_choice("eval_tasks", name, EVAL_TASKS)
     import jax
 
     from metaopt import lopt
@@ -117,12 +127,24 @@ def _eval_run(run_dir, task_names, steps: int, seeds: int) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import pathlib
 
+    from metaopt.config import ConfigError, check_choice
+    from metaopt.train.evaluate import EVAL_TASKS
+
+    for name in args.tasks.split(","):
+        check_choice("tasks", name, EVAL_TASKS)
+    if not (pathlib.Path(args.run_dir) / "theta.msgpack").exists():
+        raise ConfigError("run_dir", f"{args.run_dir} holds no trained theta (theta.msgpack)")
     return _eval_run(pathlib.Path(args.run_dir), args.tasks.split(","), args.steps, args.seeds)
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
+    import pathlib
+
+    from metaopt.config import ConfigError
     from metaopt.train.plot import plot_run
 
+    if not (pathlib.Path(args.run_dir) / "metrics.jsonl").exists():
+        raise ConfigError("run_dir", f"{args.run_dir} has no metrics.jsonl (not a run directory)")
     for path in plot_run(args.run_dir):
         print(path)
     return 0
@@ -189,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from metaopt.config import ConfigError
+
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # key=value overrides given after options land here
@@ -199,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides, args.preset = [args.preset, *args.overrides], None
     try:
         return args.func(args)
-    except ValueError as err:  # bad input found past argument parsing: one line, exit 2
+    except ConfigError as err:  # bad input found past argument parsing: one line, exit 2
         print(f"metaopt {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -51,9 +51,9 @@ class TaskFamily(NamedTuple):
 
 
 def single_task_family(task: Task) -> TaskFamily:
-    """The family holding one fixed task; its config is an empty array."""
+    """The family holding one fixed task; its config is a dummy scalar."""
     return TaskFamily(
-        sample=lambda key: jnp.zeros((0,), jnp.float32),
+        sample=lambda key: jnp.zeros((), jnp.float32),
         task=lambda cfg: task,
         name=task.name,
     )

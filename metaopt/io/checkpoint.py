@@ -15,6 +15,8 @@ import pathlib
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 
 PyTree = Any
@@ -25,22 +27,38 @@ def _is_key(x) -> bool:
     return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
+def _saveable_leaf(x):
+    if _is_key(x):
+        return jax.random.key_data(x)
+    if np.size(x) == 0:  # orbax refuses empty arrays: store a 1-element stand-in
+        return np.zeros((1,), np.asarray(x).dtype)
+    return x
+
+
 def to_saveable(tree: PyTree) -> PyTree:
-    """Replace typed PRNG keys by their uint32 key data."""
-    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+    """Replace typed PRNG keys by their uint32 key data and empty arrays by stand-ins."""
+    return jax.tree.map(_saveable_leaf, tree)
 
 
 def _abstract(tree: PyTree) -> PyTree:
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), to_saveable(tree))
+    def spec(x):
+        sharding = getattr(x, "sharding", None)
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+
+    return jax.tree.map(spec, to_saveable(tree))
 
 
 def from_saveable(saved: PyTree, like: PyTree) -> PyTree:
-    """Inverse of :func:`to_saveable`, guided by a target ``like`` with typed keys."""
-    return jax.tree.map(
-        lambda s, ref: jax.random.wrap_key_data(s, impl=jax.random.key_impl(ref))
-        if _is_key(ref) else s,
-        saved, like,
-    )
+    """Inverse of :func:`to_saveable`, guided by the target ``like``."""
+
+    def leaf(s, ref):
+        if _is_key(ref):
+            return jax.random.wrap_key_data(s, impl=jax.random.key_impl(ref))
+        if np.size(ref) == 0:
+            return jnp.zeros(ref.shape, ref.dtype)
+        return s
+
+    return jax.tree.map(leaf, saved, like)
 
 
 class Checkpointer:

@@ -87,14 +87,18 @@ def train(cfg: TrainConfig, run_dir: str | pathlib.Path, *, resume: bool = False
             while step < end:
                 state, metrics = step_fn(step_key(cfg.seed, step), state)
                 step += 1
+                if step == start + 1:  # exclude compilation from the throughput figures
+                    jax.block_until_ready(metrics)
+                    t_log, s_log = time.perf_counter(), step
                 if step % cfg.log_every == 0 or step == end:
                     host = {k: float(v) for k, v in jax.device_get(metrics).items()}
                     now = time.perf_counter()
-                    host["task_steps_per_s"] = task_steps * (step - s_log) / (now - t_log)
+                    if step > s_log:
+                        host["task_steps_per_s"] = task_steps * (step - s_log) / (now - t_log)
                     t_log, s_log = now, step
                     metrics_file.write(step, host)
                     bar.set_postfix(meta_loss=f"{host['meta_loss']:.4f}",
-                                    tps=f"{host['task_steps_per_s']:,.0f}")
+                                    tps=f"{host.get('task_steps_per_s', 0.0):,.0f}")
                     last = host
                 bar.update(1)
                 if step % cfg.checkpoint_every == 0 or step == end:
