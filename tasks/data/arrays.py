@@ -39,8 +39,9 @@ class ArrayDataset(NamedTuple):
         return int(self.splits[check_split(split)][0].shape[0])
 
     def to_device(self) -> ArrayDataset:
+        splits = self.splits.items()
         return self._replace(
-            splits={k: (jnp.asarray(x), jnp.asarray(y, jnp.int32)) for k, (x, y) in self.splits.items()}
+            splits={k: (jnp.asarray(x), jnp.asarray(y, jnp.int32)) for k, (x, y) in splits}
         )
 
 

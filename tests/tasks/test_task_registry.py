@@ -1,0 +1,78 @@
+"""tasks.make: every entry builds, data sets by name, and bad input names the field."""
+
+import jax
+import numpy as np
+import pytest
+
+import tasks
+from tasks import Task, TaskFamily, make
+
+N_TRAIN = tasks.load_digits().size("train")
+
+
+def test_names_and_kinds():
+    kinds = {name: type(make(name)) for name in tasks.names()}
+    assert kinds == {
+        "cnn_classifier": Task, "digits_cnn": Task, "digits_mlp": Task, "mlp_classifier": Task,
+        "mlp_family": TaskFamily, "nqm": Task, "quadratic": TaskFamily,
+        "teacher_student": TaskFamily,
+    }
+
+
+def test_classifier_by_dataset_name_equals_direct_construction():
+    by_name = make("mlp_classifier", dataset="digits", hidden=(16,), batch_size=64)
+    direct = tasks.mlp_classifier(tasks.load_digits(), hidden=(16,), batch_size=64)
+
+    @jax.jit
+    def both(key):
+        params = direct.init(key)
+        b1, b2 = by_name.batch(key, "train"), direct.batch(key, "train")
+        return b1["x"], b2["x"], by_name.loss(params, b2), direct.loss(params, b2)
+
+    x1, x2, l1, l2 = both(jax.random.key(0))
+    np.testing.assert_array_equal(x1, x2)
+    np.testing.assert_allclose(l1, l2, rtol=1e-6)
+    assert by_name.name == direct.name == "digits_mlp_64-16-10"
+
+
+def test_nqm_entry_has_the_configured_spectrum():
+    task = make("nqm", dim=4, min_curvature=0.01, max_curvature=1.0, init_mean=2.0)
+    theta = task.init(jax.random.key(0))
+    np.testing.assert_allclose(theta, 2.0)
+    # metrics: 1/2 sum h theta^2 with h = 0.01, 0.0464, 0.215, 1.
+    h = np.logspace(-2, 0, 4)
+    np.testing.assert_allclose(task.metrics(theta, None)["excess_loss"], 2 * h.sum(), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "pattern"),
+    [
+        ("resnet", {}, r"task: unknown task 'resnet'; allowed values are \['cnn_classifier'"),
+        ("nqm", {"lr": 0.1}, r"nqm.lr: unknown option 'lr'; allowed options are \['dim'"),
+        ("mlp_classifier", {"data": None},
+         r"mlp_classifier.data: unknown option 'data'; allowed options are \['dataset', "),
+        ("mlp_classifier", {"dataset": "imagenet"},
+         r"dataset: unknown data set 'imagenet'; allowed values are \['digits', 'mnist'"),
+        ("mlp_family", {"dataset": "svhn"}, r"dataset: unknown data set 'svhn'; allowed values"),
+        ("mlp_classifier", {"hidden": (32, -1)},
+         r"hidden\[1\]: must be a positive integer \(>= 1\), got -1"),
+        ("cnn_classifier", {"channels": (0,)}, r"channels\[0\]: must be a positive integer"),
+        ("teacher_student", {"teacher_hidden": (0,)},
+         r"teacher_hidden\[0\]: must be a positive integer \(>= 1\)"),
+        ("mlp_family", {"hidden": (0,)}, r"hidden\[0\]: must be a positive integer \(>= 1\)"),
+        ("mlp_classifier", {"batch_size": 0}, r"batch_size: must be a positive integer \(>= 1\)"),
+        ("teacher_student", {"batch_size": -3}, r"batch_size: must be a positive integer"),
+        ("mlp_family", {"batch_size": 0}, r"batch_size: must be a positive integer"),
+        ("mlp_classifier", {"batch_size": 5000},
+         rf"batch_size: 5000 is larger than the 'train' split \({N_TRAIN} examples\); "
+         rf"allowed values are 1..{N_TRAIN}"),
+        ("cnn_classifier", {"batch_size": 1000},
+         r"batch_size: 1000 is larger than the 'valid' split \(\d+ examples\); allowed values"),
+        ("mlp_family", {"batch_size": 600},
+         r"batch_size: 600 is larger than the 'train subset' split \(512 examples\); allowed"),
+        ("nqm", {"dim": 0}, r"dim: must be a positive integer \(>= 1\), got 0"),
+    ],
+)
+def test_bad_input_names_the_field_and_allowed_values(name, options, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        make(name, **options)
