@@ -30,9 +30,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     import tasks
-    from metaopt.inner import inner_problem, truncation
-
     from metaopt.config import ConfigError
+    from metaopt.inner import inner_problem, truncation
 
     data = tasks.load_digits()
     try:
@@ -96,7 +95,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     from metaopt.train.loop import train
 
     validate(cfg, lopt.names(), jax.device_count())
-    print(f"run directory: {run_dir}", file=sys.stderr)
     summary = train(cfg, run_dir, resume=bool(args.resume), progress=not args.quiet)
     last = summary["last_metrics"]
     if last:

@@ -92,7 +92,8 @@ class Checkpointer:
         """The newest readable checkpoint as ``(step, state)``; ``None`` if there is none.
 
         An unreadable checkpoint is reported (logged as a warning and returned in
-        ``self.skipped``) and the one before it is tried.
+        ``self.skipped``), moved aside to ``<directory>.unreadable/<step>`` (kept for
+        inspection, and so that the step can be written again), and the one before it is tried.
         """
         self.skipped: list[tuple[int, str]] = []
         for step in reversed(self.steps()):
@@ -103,7 +104,18 @@ class Checkpointer:
                 log.warning("checkpoint %d in %s is unreadable (%s); trying the previous one",
                             step, self.directory, msg)
                 self.skipped.append((step, msg))
+                self._move_aside(step)
         return None
+
+    def _move_aside(self, step: int) -> None:
+        aside = self.directory.with_name(self.directory.name + ".unreadable")
+        aside.mkdir(exist_ok=True)
+        target = aside / str(step)
+        n = 1
+        while target.exists():
+            target, n = aside / f"{step}.{n}", n + 1
+        (self.directory / str(step)).rename(target)
+        self._manager.reload()
 
     def close(self) -> None:
         self._manager.close()

@@ -59,6 +59,8 @@ def train(cfg: TrainConfig, run_dir: str | pathlib.Path, *, resume: bool = False
         else:
             _check_compatible(run_dir, cfg)
     artifacts.write_config(run_dir, cfg)
+    if progress:
+        print(f"run directory: {run_dir}", file=sys.stderr)
     built = build(cfg)
     trainer = built.trainer
     state = trainer.init(jax.random.fold_in(jax.random.key(cfg.seed), 1), built.theta0)
