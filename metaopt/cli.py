@@ -83,6 +83,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir = pathlib.Path(args.run_dir or f"runs/{args.preset}-{stamp}")
     cfg = apply_overrides(cfg, args.overrides)
+    from metaopt import distributed
+
+    distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     if args.eval:
         from metaopt.train.evaluate import EVAL_TASKS
 
@@ -192,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-steps", type=_positive_int, default=200)
     train.add_argument("--eval-seeds", type=_positive_int, default=5)
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--coordinator", help="multi-host: coordinator host:port "
+                       "(or env METAOPT_COORDINATOR)")
+    train.add_argument("--num-processes", type=_positive_int, help="multi-host: process count "
+                       "(or env METAOPT_NUM_PROCESSES)")
+    train.add_argument("--process-id", type=int, help="multi-host: this process's id "
+                       "(or env METAOPT_PROCESS_ID)")
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="train held-out tasks with a run's learned optimizer")

@@ -22,7 +22,10 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from metaopt.estimators.base import per_task  # noqa: F401  (re-exported: task slicing)
 
 AXIS = "tasks"
 PyTree = Any
@@ -88,3 +91,14 @@ def sharded_step(step_fn, state, mesh: Mesh):
     mapped = jax.shard_map(step_fn, mesh=mesh, in_specs=(P(), specs), out_specs=(specs, P()),
                            check_vma=False)
     return jax.jit(mapped)
+
+
+def to_host(tree: PyTree) -> PyTree:
+    """Numpy copies of (replicated or single-device) arrays, also in multi-process runs."""
+
+    def get(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return np.asarray(x.addressable_data(0))
+        return np.asarray(jax.device_get(x))
+
+    return jax.tree.map(get, tree)

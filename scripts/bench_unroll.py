@@ -9,12 +9,14 @@ same process. ``meta_loss="train"`` (the plain training step) gives the headline
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import optax
+from benchutil import best_rate, print_table
 
 import tasks
-from benchutil import best_rate, print_table
 from metaopt.inner import inner_problem, truncation
 
 
@@ -53,12 +55,13 @@ def run(args) -> dict:
                            meta_loss=meta_loss)
         state = ip.init(jax.random.key(0), None)
         single = jax.jit(ip.unroll, static_argnums=3)
-        r1 = best_rate(lambda: single(jax.random.key(1), None, state, args.steps), args.steps)
+        r1 = best_rate(functools.partial(single, jax.random.key(1), None, state, args.steps),
+                       args.steps)
         states = ip.init_batch(jax.random.key(0), None, args.tasks)
         keys = jax.random.split(jax.random.key(2), args.tasks)
         batched = jax.jit(ip.unroll_batch, static_argnums=3)
         n = max(args.steps // args.tasks, 50)
-        rb = best_rate(lambda: batched(keys, None, states, n), n * args.tasks)
+        rb = best_rate(functools.partial(batched, keys, None, states, n), n * args.tasks)
         rows += [(f"adam single task (meta_loss={meta_loss})", f"{r1:,.0f}"),
                  (f"adam {args.tasks} vmapped tasks (meta_loss={meta_loss})", f"{rb:,.0f}")]
         suffix = "" if meta_loss == "train" else "_valid"

@@ -36,7 +36,11 @@ def read_config(run_dir: str | pathlib.Path) -> TrainConfig:
 
 
 def save_theta(run_dir: pathlib.Path, theta: Any) -> None:
-    data = serialization.to_bytes(jax.device_get(theta))
+    from metaopt.distributed import to_host
+
+    if jax.process_index() != 0:  # one writer in multi-process runs
+        return
+    data = serialization.to_bytes(to_host(theta))
     tmp = run_dir / (THETA + ".tmp")
     tmp.write_bytes(data)
     tmp.replace(run_dir / THETA)

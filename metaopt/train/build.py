@@ -40,8 +40,11 @@ def make_schedule(cfg: TrainConfig) -> truncation.TruncationSchedule:
     return truncation.constant(cfg.episode_length)
 
 
-def make_estimator(cfg: TrainConfig, problem: InnerProblem, num_tasks: int):
+def make_estimator(cfg: TrainConfig, problem: InnerProblem, num_tasks: int,
+                   axis_name: str | None = None):
     kwargs: dict[str, Any] = {"num_tasks": num_tasks, "meta_loss": cfg.meta_loss}
+    if axis_name is not None:
+        kwargs["axis_name"] = axis_name
     if cfg.estimator in ("pes", "truncated_es", "es"):
         kwargs["sigma"] = cfg.sigma
     if cfg.estimator in ("pes", "truncated_es", "tbptt"):
@@ -58,14 +61,18 @@ def make_outer_optimizer(cfg: TrainConfig, lopt) -> optax.GradientTransformation
     return getattr(optax, cfg.outer_optimizer)(cfg.outer_lr)
 
 
-def build(cfg: TrainConfig, num_tasks: int | None = None) -> Built:
-    """Build everything a run needs. ``num_tasks`` overrides ``cfg.num_tasks`` (per device)."""
+def build(cfg: TrainConfig, num_tasks: int | None = None, axis_name: str | None = None) -> Built:
+    """Build everything a run needs.
+
+    For data parallelism, ``num_tasks`` is the per-device task count and ``axis_name`` the
+    mesh axis the estimator and outer step average over.
+    """
     lopt = lopt_lib.make(cfg.lopt)
     meta_loss = "valid" if cfg.meta_loss in ("valid", "last") else "train"
     problem = inner_problem(make_task(cfg), lambda theta: lopt.optimizer(theta),
                             schedule=make_schedule(cfg), meta_loss=meta_loss)
-    est = make_estimator(cfg, problem, num_tasks or cfg.num_tasks)
+    est = make_estimator(cfg, problem, num_tasks or cfg.num_tasks, axis_name)
     trainer = outer_trainer(est, make_outer_optimizer(cfg, lopt),
-                            clip_norm=cfg.clip_norm or None)
+                            clip_norm=cfg.clip_norm or None, axis_name=axis_name)
     theta0 = lopt.init(jax.random.fold_in(jax.random.key(cfg.seed), 0))
     return Built(cfg, problem, lopt, est, trainer, theta0)

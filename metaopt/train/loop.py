@@ -12,6 +12,7 @@ the last completed step before the process exits.
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 import sys
 import time
@@ -20,6 +21,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from metaopt import distributed
 from metaopt.config import ConfigError, to_dict
 from metaopt.io.checkpoint import Checkpointer
 from metaopt.io.metrics import MetricsWriter, truncate_after
@@ -58,12 +60,21 @@ def train(cfg: TrainConfig, run_dir: str | pathlib.Path, *, resume: bool = False
                                   f"with --resume {run_dir} or choose another --run-dir")
         else:
             _check_compatible(run_dir, cfg)
-    artifacts.write_config(run_dir, cfg)
+    if jax.process_index() == 0:
+        artifacts.write_config(run_dir, cfg)
+    progress = progress and jax.process_index() == 0
     if progress:
         print(f"run directory: {run_dir}", file=sys.stderr)
     built = build(cfg)
-    trainer = built.trainer
-    state = trainer.init(jax.random.fold_in(jax.random.key(cfg.seed), 1), built.theta0)
+    state = built.trainer.init(jax.random.fold_in(jax.random.key(cfg.seed), 1), built.theta0)
+    n_dev = cfg.devices or jax.device_count()
+    if n_dev > 1:  # data parallel: the same outer updates as one device (module distributed)
+        mesh = distributed.task_mesh(n_dev)
+        local = build(cfg, num_tasks=cfg.num_tasks // n_dev, axis_name=distributed.AXIS)
+        step_fn = distributed.sharded_step(local.trainer.step, state, mesh)
+        state = distributed.shard_state(state, mesh)
+    else:
+        step_fn = jax.jit(built.trainer.step)
     ckpt = Checkpointer(run_dir / artifacts.CHECKPOINTS, keep=cfg.keep)
     start = 0
     if resume:
@@ -73,9 +84,10 @@ def train(cfg: TrainConfig, run_dir: str | pathlib.Path, *, resume: bool = False
                   file=sys.stderr)
         if restored is not None:
             start, state = restored
-    truncate_after(run_dir / artifacts.METRICS, start)
-    metrics_file = MetricsWriter(run_dir / artifacts.METRICS)
-    step_fn = jax.jit(trainer.step)
+    primary = jax.process_index() == 0  # the one process that writes files besides orbax
+    if primary:
+        truncate_after(run_dir / artifacts.METRICS, start)
+    metrics_file = MetricsWriter(run_dir / artifacts.METRICS if primary else os.devnull)
     task_steps = cfg.num_tasks * cfg.truncation
     end = cfg.outer_steps if stop_at is None else min(stop_at, cfg.outer_steps)
     step, last = start, {}
@@ -93,12 +105,13 @@ def train(cfg: TrainConfig, run_dir: str | pathlib.Path, *, resume: bool = False
                     jax.block_until_ready(metrics)
                     t_log, s_log = time.perf_counter(), step
                 if step % cfg.log_every == 0 or step == end:
-                    host = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                    host = {k: float(v) for k, v in distributed.to_host(metrics).items()}
                     now = time.perf_counter()
                     if step > s_log:
                         host["task_steps_per_s"] = task_steps * (step - s_log) / (now - t_log)
                     t_log, s_log = now, step
-                    metrics_file.write(step, host)
+                    if primary:
+                        metrics_file.write(step, host)
                     bar.set_postfix(meta_loss=f"{host['meta_loss']:.4f}",
                                     tps=f"{host.get('task_steps_per_s', 0.0):,.0f}")
                     last = host
@@ -125,5 +138,5 @@ def train(cfg: TrainConfig, run_dir: str | pathlib.Path, *, resume: bool = False
                       f"with: metaopt train --resume {run_dir}", file=sys.stderr)
     return {"step": step, "reason": reason, "last_metrics": last,
             "theta_finite": bool(all(np.isfinite(x).all()
-                                     for x in jax.tree.leaves(jax.device_get(state.theta)))),
+                                     for x in jax.tree.leaves(distributed.to_host(state.theta)))),
             "config": dataclasses.asdict(cfg)}

@@ -54,13 +54,14 @@ def test_vmapped_batch_equals_tasks_one_by_one():
     b_end, b_out = jax.jit(ip.unroll_batch, static_argnums=3)(keys, None, states, 14)
     assert b_out.loss.shape == (3, 14) and int(b_out.done.sum()) >= 6
     for i in range(3):
-        s_i = jax.tree.map(lambda x: x[i], states)
+        s_i = jax.tree.map(lambda x, i=i: x[i], states)
         end, out = jax.jit(ip.unroll, static_argnums=3)(keys[i], None, s_i, 14)
         np.testing.assert_array_equal(out.done, b_out.done[i])
         np.testing.assert_array_equal(out.iteration, b_out.iteration[i])
         np.testing.assert_allclose(out.loss, b_out.loss[i], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(out.meta_loss, b_out.meta_loss[i], rtol=1e-5, atol=1e-6)
-        for a, b in zip(jax.tree.leaves(end), jax.tree.leaves(jax.tree.map(lambda x: x[i], b_end))):
+        b_i = jax.tree.map(lambda x, i=i: x[i], b_end)
+        for a, b in zip(jax.tree.leaves(end), jax.tree.leaves(b_i)):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
@@ -73,7 +74,7 @@ def test_theta_batched_equals_per_task_theta():
     keys = jax.random.split(jax.random.key(1), 2)
     _, out = ip.unroll_batch(keys, thetas, states, 10, theta_batched=True)
     for i in range(2):
-        s_i = jax.tree.map(lambda x: x[i], states)
+        s_i = jax.tree.map(lambda x, i=i: x[i], states)
         _, o = ip.unroll(keys[i], thetas[i], s_i, 10)
         np.testing.assert_allclose(o.loss, out.loss[i], rtol=1e-6)
 

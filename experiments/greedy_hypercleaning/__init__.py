@@ -1,0 +1,1 @@
+"""Data hyper-cleaning on digits with per-example weights tuned by hypergradients."""

@@ -1,0 +1,53 @@
+"""Learned optimizers by name, so that tools and tests can enumerate them.
+
+``make(name, **kwargs) -> LearnedOptimizer`` calls the constructor registered under ``name``
+with ``kwargs`` (its static configuration); ``names()`` lists them in a fixed order.
+
+=========================  ==============================================================
+name                       constructor
+=========================  ==============================================================
+``sgd``                    :func:`~metaopt.lopt.hparam.learnable_sgd` (lr 0.1)
+``momentum``               :func:`~metaopt.lopt.hparam.learnable_momentum` (0.1, 0.9)
+``adam``                   :func:`~metaopt.lopt.hparam.learnable_adam` (optax.adam defaults)
+``momentum_inverse_power`` momentum with the schedule ``(1 + k/K)^(-beta)`` of Wu et al. 2018
+``mlp_small``              :func:`~metaopt.lopt.mlp.mlp_small` (per-parameter MLP, width 4)
+``mlp``                    :func:`~metaopt.lopt.mlp.mlp_lopt` (per-parameter MLP, 2 x 32)
+``lstm``                   :func:`~metaopt.lopt.lstm.lstm_lopt` (Andrychowicz et al. 2016)
+``hierarchical``           :func:`~metaopt.lopt.hierarchical.hierarchical_lopt` (Metz 2020)
+=========================  ==============================================================
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+from metaopt.lopt.base import LearnedOptimizer
+from metaopt.lopt.hierarchical import hierarchical_lopt
+from metaopt.lopt.hparam import learnable_adam, learnable_momentum, learnable_sgd
+from metaopt.lopt.lstm import lstm_lopt
+from metaopt.lopt.mlp import mlp_lopt, mlp_small
+
+_REGISTRY: dict[str, Callable[..., LearnedOptimizer]] = {
+    "sgd": learnable_sgd,
+    "momentum": learnable_momentum,
+    "adam": learnable_adam,
+    "momentum_inverse_power": functools.partial(learnable_momentum, schedule="inverse_power"),
+    "mlp_small": mlp_small,
+    "mlp": mlp_lopt,
+    "lstm": lstm_lopt,
+    "hierarchical": hierarchical_lopt,
+}
+
+
+def names() -> tuple[str, ...]:
+    """All registered learned-optimizer names."""
+    return tuple(_REGISTRY)
+
+
+def make(name: str, **kwargs) -> LearnedOptimizer:
+    """The learned optimizer registered as ``name``, built with ``kwargs``."""
+    if name not in _REGISTRY:
+        raise ValueError(f"name: unknown learned optimizer {name!r}; allowed values are "
+                         f"{list(_REGISTRY)}")
+    return _REGISTRY[name](**kwargs)

@@ -1,0 +1,149 @@
+"""Meta-training throughput and peak memory of PES and TBPTT training a learned optimizer.
+
+Configuration (issue 5): the per-parameter MLP learned optimizer (hidden 32 x 2,
+``metaopt.lopt.mlp_lopt``) trained on the digits MLP 64-32-10 (batch 128), 16 tasks, truncations
+of 50 steps, episodes of ``--horizon`` steps (constant schedule, staggered starts), meta-loss
+the mean validation loss (``--meta-loss train``: training loss, no validation pass), outer
+Adam (lr 1e-3, clip 1). One outer step is one jitted call: the whole truncation is
+one compiled ``lax.scan`` with minibatches sampled in jit.
+
+Throughput is ``tasks x inner steps per outer step / seconds per outer step`` after compile
+(best of ``--repeats``); PES counts each antithetic pair once (it runs ``2 x 16`` inner tasks).
+Peak memory (``ru_maxrss`` of a fresh process that builds, compiles and runs ``--memory-steps``
+outer steps of one configuration) is reported at episode horizons 1,000 and 10,000: PES and
+TBPTT keep only the current truncation, so it should not grow with the horizon.
+
+Usage: ``python scripts/bench.py meta-train [--tasks 16] [--unroll 50] [--skip-memory]
+[--lopt mlp_small] [--estimators pes]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import resource
+import subprocess
+import sys
+import time
+
+ESTIMATORS = ("pes", "tbptt")
+MEMORY_HORIZONS = (1000, 10000)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tasks", type=int, default=16, help="tasks (PES: antithetic pairs)")
+    parser.add_argument("--unroll", type=int, default=50, help="inner steps per truncation")
+    parser.add_argument("--batch-size", type=int, default=128, help="digits minibatch size")
+    parser.add_argument("--horizon", type=int, default=1000, help="episode length (throughput)")
+    parser.add_argument("--sigma", type=float, default=0.01, help="PES perturbation scale")
+    parser.add_argument("--repeats", type=int, default=3, help="timing repeats (best is kept)")
+    parser.add_argument("--inner", type=int, default=2, help="outer steps per timing repeat")
+    parser.add_argument("--memory-steps", type=int, default=2, help="outer steps per memory run")
+    parser.add_argument("--skip-memory", action="store_true", help="skip the memory processes")
+    parser.add_argument("--meta-loss", default="valid", choices=("valid", "train"),
+                        help="meta-loss: mean validation (default) or training loss")
+    parser.add_argument("--lopt", default="mlp",
+                        help="learned optimizer (metaopt.lopt registry name; mlp = 2 x 32)")
+    parser.add_argument("--estimators", default=",".join(ESTIMATORS),
+                        help="comma-separated subset of " + ",".join(ESTIMATORS))
+
+
+def build(estimator: str, args, horizon: int):
+    """``(jitted step, initial OuterState)`` of one configuration."""
+    import jax
+    import optax
+
+    import tasks
+    from metaopt import estimators, lopt
+    from metaopt.inner import inner_problem, truncation
+    from metaopt.outer import outer_trainer
+
+    task = tasks.mlp_classifier(hidden=(32,), batch_size=args.batch_size)
+    learned = lopt.mlp_lopt(hidden=(32, 32)) if args.lopt == "mlp" else lopt.make(args.lopt)
+    problem = inner_problem(task, learned.optimizer, schedule=truncation.constant(horizon),
+                            meta_loss=args.meta_loss)
+    kwargs = dict(num_tasks=args.tasks, unroll_length=args.unroll, stagger="even",
+                  meta_loss=args.meta_loss)
+    if estimator == "pes":
+        kwargs["sigma"] = args.sigma
+    est = estimators.make(estimator, problem, **kwargs)
+    trainer = outer_trainer(est, optax.adam(1e-3), clip_norm=1.0)
+    state = jax.jit(trainer.init)(jax.random.PRNGKey(0), learned.init(jax.random.PRNGKey(1)))
+    return jax.jit(trainer.step, donate_argnums=1), state
+
+
+def throughput(estimator: str, args) -> dict:
+    import jax
+    from benchutil import best_rate
+
+    step, state = build(estimator, args, args.horizon)
+    holder = {"state": state, "key": jax.random.PRNGKey(2)}
+
+    def one():
+        holder["key"], key = jax.random.split(holder["key"])
+        holder["state"], metrics = step(key, holder["state"])
+        return metrics
+
+    t0 = time.perf_counter()
+    metrics = jax.block_until_ready(one())  # compile + first step
+    compile_s = time.perf_counter() - t0
+    units = args.tasks * args.unroll
+    rate = best_rate(one, units=units, repeats=args.repeats, inner=args.inner)
+    return {"task_steps_per_s": rate, "s_per_outer_step": units / rate,
+            "compile_s": compile_s, "meta_loss": float(metrics["meta_loss"])}
+
+
+def peak_memory_mb(estimator: str, horizon: int, args) -> float:
+    """Peak RSS (MB) of a fresh process running one configuration."""
+    cmd = [sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", estimator,
+           str(horizon), json.dumps(vars(args), default=str)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return float(json.loads(out.strip().splitlines()[-1])["peak_mb"])
+
+
+def _worker(estimator: str, horizon: int, raw: str) -> None:
+    import jax
+
+    args = argparse.Namespace(**json.loads(raw))
+    step, state = build(estimator, args, horizon)
+    for key in jax.random.split(jax.random.PRNGKey(2), args.memory_steps):
+        state, metrics = step(key, state)
+    jax.block_until_ready(metrics)
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
+    print(json.dumps({"peak_mb": peak_kb / 1024.0}))
+
+
+def run(args) -> dict:
+    from benchutil import print_table
+
+    names = [n for n in args.estimators.split(",") if n]
+    unknown = [n for n in names if n not in ESTIMATORS]
+    if unknown:
+        raise ValueError(f"estimators: unknown {unknown}; allowed values are {list(ESTIMATORS)}")
+    result, rows = {}, []
+    for name in names:
+        t = throughput(name, args)
+        result[f"{name}_task_steps_per_s"] = round(t["task_steps_per_s"], 1)
+        mem = {}
+        if not args.skip_memory:
+            for h in MEMORY_HORIZONS:
+                mem[h] = round(peak_memory_mb(name, h, args), 1)
+                result[f"{name}_peak_mb_h{h}"] = mem[h]
+        rows.append((name, f"{t['task_steps_per_s']:.0f}", f"{t['s_per_outer_step']:.3f}",
+                     f"{t['compile_s']:.1f}", f"{t['meta_loss']:.3f}",
+                     *(mem.get(h, "-") for h in MEMORY_HORIZONS)))
+    print(f"meta-train: lopt {args.lopt} on digits MLP 64-32-10, batch {args.batch_size}, "
+          f"{args.tasks} tasks, truncation {args.unroll}, horizon {args.horizon}")
+    print_table(rows, ("estimator", "task-steps/s", "s/outer step", "compile s", "meta-loss",
+                       *(f"peak MB h={h}" for h in MEMORY_HORIZONS)))
+    return result
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--worker":
+        here = pathlib.Path(__file__).resolve().parent
+        sys.path[:0] = [str(here), str(here.parent)]
+        _worker(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+    else:
+        raise SystemExit("run through: python scripts/bench.py meta-train")
