@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 quickstart: $(STAMP)
-	$(VENV)/bin/metaopt demo
+	$(VENV)/bin/metaopt train quickstart --eval
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest

@@ -103,7 +103,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if last:
         print(f"outer step {summary['step']}: meta_loss {last.get('meta_loss', float('nan')):.4f}"
               f", {last.get('task_steps_per_s', 0):,.0f} task-steps/s ({summary['reason']})")
-    if args.eval and summary["reason"] == "finished":
+    if args.eval and summary["reason"] == "finished" and jax.process_index() == 0:
+        from metaopt.train.plot import plot_run
+
+        for path in plot_run(run_dir):
+            print(f"wrote {path}")
         return _eval_run(run_dir, args.eval_tasks.split(","), args.eval_steps, args.eval_seeds)
     return 0
 

@@ -79,6 +79,19 @@ def outer_init(
     return OuterState(theta, optimizer.init(theta), estimator.init(key, theta), zero, zero)
 
 
+def _scaled_norm(tree: PyTree) -> tuple[jax.Array, jax.Array]:
+    """``(m, r)`` with ``||g||_2 = m * r``, ``m = max |g_i|`` (1 if g = 0 or non-finite).
+
+    The plain ``sqrt(sum g_i^2)`` overflows float32 once ``|g_i| > ~1e19``, which turned the
+    clipping factor of a huge but finite gradient into 0; the scaled form does not.
+    """
+    leaves = [jnp.asarray(g, jnp.float32) for g in jax.tree.leaves(tree)]
+    m = jnp.max(jnp.stack([jnp.max(jnp.abs(g), initial=0.0) for g in leaves]))
+    m = jnp.where(jnp.isfinite(m) & (m > 0), m, 1.0)
+    r = jnp.sqrt(sum(jnp.sum(jnp.square(g / m)) for g in leaves))
+    return m, r
+
+
 def outer_step(
     key: jax.Array,
     state: OuterState,
@@ -100,10 +113,12 @@ def outer_step(
             k: jax.lax.psum(v, axis_name) if k in SUMMED_METRICS else jax.lax.pmean(v, axis_name)
             for k, v in metrics.items()
         }
-    norm = optax.tree.norm(grad)
     finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grad)]))
+    big, rel_norm = _scaled_norm(grad)
+    norm = big * rel_norm  # inf only when the true norm exceeds the float range
     if clip_norm is not None:
-        scale = jnp.minimum(1.0, clip_norm / jnp.maximum(norm, 1e-30))
+        # min(1, c / ||g||) from the scaled form: finite even where ||g||^2 overflows
+        scale = jnp.minimum(1.0, (clip_norm / big) / jnp.maximum(rel_norm, 1e-30))
         grad = jax.tree.map(lambda g: (g * scale).astype(g.dtype), grad)
     updates, opt_state = optimizer.update(grad, state.opt_state, state.theta)
     theta = optax.apply_updates(state.theta, updates)

@@ -176,3 +176,18 @@ def test_tasks_split_over_a_mapped_axis_compute_the_one_device_result(name, kwar
                                    rtol=1e-5, atol=1e-7)
     merged = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), s2)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), merged, s1)
+
+
+def test_outer_step_clips_huge_finite_gradients_without_overflow():
+    """||g||^2 overflows float32 for |g| ~ 1e20; clipping must still give a norm-c step."""
+    big = {"log_lr": jnp.asarray(3e20, jnp.float32), "w": jnp.asarray([-4e20, 0.0], jnp.float32)}
+    est = Estimator(init=lambda key, theta: jnp.zeros((), jnp.int32),
+                    estimate=lambda key, theta, s: (big, s, {"meta_loss": jnp.float32(0.0)}))
+    theta = {"log_lr": jnp.float32(0.0), "w": jnp.zeros(2, jnp.float32)}
+    trainer = outer_trainer(est, optax.sgd(1.0), clip_norm=2.0)
+    state, m = jax.jit(trainer.step)(jax.random.PRNGKey(0), trainer.init(jax.random.PRNGKey(0),
+                                                                         theta))
+    np.testing.assert_allclose(float(m["grad_norm"]), 5e20, rtol=1e-5)
+    np.testing.assert_allclose(state.theta["log_lr"], -2.0 * 3 / 5, rtol=1e-5)
+    np.testing.assert_allclose(state.theta["w"], [2.0 * 4 / 5, 0.0], rtol=1e-5, atol=1e-7)
+    assert float(m["skipped"]) == 0.0
