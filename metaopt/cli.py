@@ -112,7 +112,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_run(run_dir, task_names, steps: int, seeds: int) -> int:
+def _eval_run(run_dir, task_names, steps: int, seeds: int, out_dir=None) -> int:
     import jax
 
     from metaopt.train.artifacts import load_learned_optimizer, read_config
@@ -124,22 +124,29 @@ def _eval_run(run_dir, task_names, steps: int, seeds: int) -> int:
     optimizers = {f"{lopt.name} (meta-trained)": lopt.optimizer(theta),
                   f"{lopt.name} (untrained start)": lopt.optimizer(theta0)}
     results = evaluate(optimizers, task_names, steps=steps, seeds=seeds)
-    print(write_report(results, run_dir / "eval", f"Evaluation of {run_dir}"))
-    print(f"wrote {run_dir / 'eval'}/eval.md, eval.json and eval_<task>.png")
+    out_dir = out_dir or run_dir / "eval"
+    print(write_report(results, out_dir, f"Evaluation of {run_dir}"))
+    print(f"wrote {out_dir}/eval.md, eval.json and eval_<task>.png")
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     import pathlib
 
+    from metaopt import pretrained
     from metaopt.config import ConfigError, check_choice
     from metaopt.train.evaluate import EVAL_TASKS
 
     for name in args.tasks.split(","):
         check_choice("tasks", name, EVAL_TASKS)
-    if not (pathlib.Path(args.run_dir) / "theta.msgpack").exists():
-        raise ConfigError("run_dir", f"{args.run_dir} holds no trained theta (theta.msgpack)")
-    return _eval_run(pathlib.Path(args.run_dir), args.tasks.split(","), args.steps, args.seeds)
+    run_dir = pretrained.resolve(args.run_dir)
+    if not (run_dir / "theta.msgpack").exists():
+        raise ConfigError("run_dir", f"{args.run_dir} is neither a run directory with a trained "
+                          f"theta (theta.msgpack) nor a pretrained name {pretrained.names()}")
+    out_dir = pathlib.Path(args.out) if args.out else None
+    if out_dir is None and run_dir.parent == pretrained.ROOT:  # never write into the package
+        out_dir = pathlib.Path("runs") / f"eval-{run_dir.name}"
+    return _eval_run(run_dir, args.tasks.split(","), args.steps, args.seeds, out_dir)
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -208,7 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="train held-out tasks with a run's learned optimizer")
-    ev.add_argument("run_dir")
+    ev.add_argument("run_dir", metavar="RUN_DIR_OR_NAME",
+                    help="a run directory or a pretrained name (metaopt.pretrained.names())")
+    ev.add_argument("--out", help="output folder (default RUN_DIR/eval, or runs/eval-NAME)")
     ev.add_argument("--tasks", default="digits_mlp,mlp_family",
                     help="comma-separated: digits_mlp, digits_cnn, mlp_family, quadratic")
     ev.add_argument("--steps", type=_positive_int, default=200)

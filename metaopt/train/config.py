@@ -87,8 +87,15 @@ def validate(cfg: TrainConfig, lopt_names: list[str], device_count: int) -> Trai
     if cfg.truncation > cfg.episode_length:
         raise ConfigError("truncation", f"must be <= episode_length ({cfg.episode_length}), "
                           f"got {cfg.truncation}; allowed values are 1..{cfg.episode_length}")
-    if cfg.outer_optimizer == "frozen" and not cfg.frozen_from:
-        raise ConfigError("frozen_from", "outer_optimizer=frozen needs frozen_from=RUN_DIR")
+    if cfg.outer_optimizer == "frozen":
+        from metaopt import pretrained
+
+        if not cfg.frozen_from:
+            raise ConfigError("frozen_from", "outer_optimizer=frozen needs frozen_from=RUN_DIR "
+                              f"or a pretrained name {pretrained.names()}")
+        if not (pretrained.resolve(cfg.frozen_from) / "theta.msgpack").exists():
+            raise ConfigError("frozen_from", f"{cfg.frozen_from!r} is neither a run directory "
+                              f"with theta.msgpack nor a pretrained name {pretrained.names()}")
     if cfg.devices < 0 or cfg.devices > device_count:
         raise ConfigError("devices", f"must be in 0..{device_count} (0: all {device_count} "
                           f"devices), got {cfg.devices}")

@@ -64,8 +64,10 @@ def self_optimizer(lopt, warmup_steps: int = 0,
 
 
 def frozen_optimizer(run_dir: str) -> optax.GradientTransformation:
-    """The learned optimizer saved in ``run_dir`` (its config names which one), frozen."""
+    """The learned optimizer saved in ``run_dir`` (its config names which one) or the
+    pretrained entry of that name (:mod:`metaopt.pretrained`), frozen."""
+    from metaopt import pretrained
     from metaopt.train.artifacts import load_learned_optimizer
 
-    lopt, theta = load_learned_optimizer(run_dir)
+    lopt, theta = load_learned_optimizer(pretrained.resolve(run_dir))
     return lopt.optimizer(theta)

@@ -17,7 +17,7 @@ from metaopt.io.checkpoint import Checkpointer
 from metaopt.train import artifacts
 from metaopt.train.loop import train
 
-TOTAL = 30  # the straight run's outer steps; the killed run is stopped part-way and resumed
+TOTAL = 12  # the straight run's outer steps; the killed run is stopped part-way and resumed
 CFG = dataclasses.replace(presets.PRESETS["smoke"], outer_steps=TOTAL, checkpoint_every=1,
                           log_every=1)
 # the interrupted runs aim far beyond TOTAL so that the signal surely lands mid-run;
