@@ -8,13 +8,14 @@ Public API (implementation modules are internal and may move):
 * outer-gradient estimators -- :mod:`estimators` (backprop, TBPTT, ES, PES) and
   :mod:`hypergrad` (FO, T1-T2, greedy, IFT, RMD), all :class:`Estimator`;
 * the pure outer step -- :class:`OuterState`, :func:`outer_trainer`;
-* data parallelism -- :mod:`distributed`.
+* data parallelism -- :mod:`distributed`;
+* pretrained learned optimizers -- :mod:`pretrained` (``pretrained.load(name)``).
 
 The run driver (``metaopt.train``: config, checkpoints, eval, plots) is imported on demand, as it
 pulls in orbax and matplotlib.
 """
 
-from metaopt import distributed, estimators, hypergrad, lopt
+from metaopt import distributed, estimators, hypergrad, lopt, pretrained
 from metaopt.estimators import Estimator
 from metaopt.inner import InnerProblem, InnerState, StepOut, inner_problem, truncation
 from metaopt.lopt import LearnedOptimizer, MissingExtraArgError
@@ -38,5 +39,6 @@ __all__ = [
     "lopt",
     "outer_step",
     "outer_trainer",
+    "pretrained",
     "truncation",
 ]

@@ -1,7 +1,29 @@
-"""Shared test settings: strict rank promotion so broadcasting bugs fail loudly."""
+"""Shared test settings: strict rank promotion so broadcasting bugs fail loudly, and a
+persistent XLA compilation cache for the subprocesses this session starts.
+
+The resume and device tests start several Python processes that compile the same programs;
+JAX's persistent cache (keyed by the compiled program) turns all but the first compilation
+into a lookup. The cache lives in a fresh temporary folder, passed to subprocesses through
+``JAX_COMPILATION_CACHE_DIR`` and removed at the end, so no state leaks between sessions.
+The test process itself does not use it (writing every executable costs more than the rare
+hits save). Results are unaffected: a cached executable is the same executable.
+"""
+
+import os
+import shutil
+import tempfile
 
 import jax
 import pytest
+
+_CACHE = tempfile.mkdtemp(prefix="metaopt-test-xla-cache-")
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

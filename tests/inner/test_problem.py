@@ -33,10 +33,10 @@ def test_unroll_equals_repeated_steps():
     ip = _quadratic_problem(length=4)
     state = ip.init(jax.random.key(0), None)
     end, out = ip.unroll(jax.random.key(7), None, state, 9)
-    s = state
+    s, step = state, jax.jit(ip.step)
     for t, k in enumerate(jax.random.split(jax.random.key(7), 9)):
-        s, o = ip.step(k, None, s)
-        np.testing.assert_allclose(o.loss, out.loss[t], rtol=1e-6)  # eager vs fused: last bits
+        s, o = step(k, None, s)
+        np.testing.assert_allclose(o.loss, out.loss[t], rtol=1e-6)  # one step vs fused scan
         assert bool(o.done) == bool(out.done[t])
     np.testing.assert_allclose(s.params, end.params, rtol=1e-6)
 
@@ -53,9 +53,10 @@ def test_vmapped_batch_equals_tasks_one_by_one():
     keys = jax.random.split(jax.random.key(1), 3)
     b_end, b_out = jax.jit(ip.unroll_batch, static_argnums=3)(keys, None, states, 14)
     assert b_out.loss.shape == (3, 14) and int(b_out.done.sum()) >= 6
+    unroll = jax.jit(ip.unroll, static_argnums=3)
     for i in range(3):
         s_i = jax.tree.map(lambda x, i=i: x[i], states)
-        end, out = jax.jit(ip.unroll, static_argnums=3)(keys[i], None, s_i, 14)
+        end, out = unroll(keys[i], None, s_i, 14)
         np.testing.assert_array_equal(out.done, b_out.done[i])
         np.testing.assert_array_equal(out.iteration, b_out.iteration[i])
         np.testing.assert_allclose(out.loss, b_out.loss[i], rtol=1e-5, atol=1e-6)

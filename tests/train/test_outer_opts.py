@@ -50,9 +50,9 @@ def test_frozen_pretrained_optimizer_is_the_saved_learned_optimizer():
 
 
 def test_pretrained_mlp_small_beats_its_untrained_start_and_sgd_on_digits():
-    """The shipped quickstart optimizer: on the digits MLP (3 seeds, 150 steps) its final
+    """The shipped quickstart optimizer: on the digits MLP (2 seeds, 120 steps) its final
     training loss is under half that of its untrained init and of SGD(0.1) (measured when it
-    was saved: about 1/10 of both)."""
+    was saved, 200 steps: about 1/10 of both)."""
     opt, theta = pretrained.load("mlp_small_digits")
     task = make_eval_task("digits_mlp")
     final = {}
@@ -60,14 +60,16 @@ def test_pretrained_mlp_small_beats_its_untrained_start_and_sgd_on_digits():
                       "untrained": opt.optimizer(opt.init(jax.random.fold_in(jax.random.key(0),
                                                                              0))),
                       "sgd": optax.sgd(0.1)}.items():
-        c = curves(task, tx, steps=150, seeds=3)["train"]
-        final[label] = float(np.mean(c[:, -15:]))
+        c = curves(task, tx, steps=120, seeds=2)["train"]
+        final[label] = float(np.mean(c[:, -12:]))
     assert final["trained"] < 0.5 * final["untrained"], final
     assert final["trained"] < 0.5 * final["sgd"], final
 
 
 def test_metaopt_train_self_and_frozen_outer_optimizers_run(tmp_path):
-    base = dataclasses.replace(presets.PRESETS["smoke"], outer_steps=3, checkpoint_every=3)
+    # learnable SGD on quadratics keeps compilation short; theta = {log_lr}
+    base = dataclasses.replace(presets.PRESETS["smoke"], task="quadratic", lopt="sgd",
+                               outer_steps=3, checkpoint_every=3)
     for name, cfg in {
         "self": dataclasses.replace(base, outer_optimizer="self", self_warmup_steps=1),
         "frozen": dataclasses.replace(base, outer_optimizer="frozen",
