@@ -101,11 +101,8 @@ def full_backprop(
       checkpoint_every: ``K`` to rematerialize chunks of ``K`` steps (must divide ``T``);
         ``None`` stores every step's activations. Chunks draw their steps' keys per chunk, so
         minibatches differ from the plain unroll with the same key (tasks and inits do not).
-      axis_name: the mapped device axis (``shard_map``) the task batch is split over, or
-        ``None``. With it, ``num_tasks`` is the per-device count, per-task randomness is drawn
-        for the whole batch and sliced per device (:func:`~.base.per_task`), and the gradient
-        is averaged over all devices' tasks: ``D`` devices compute what one device running
-        ``D * num_tasks`` tasks computes.
+      axis_name: the mapped device axis the task batch is split over, or ``None``
+        (data parallelism: see :mod:`metaopt.estimators.base`).
 
     Returns:
       An :class:`~metaopt.estimators.base.Estimator` with state :class:`~.base.NoState`.

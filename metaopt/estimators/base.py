@@ -34,6 +34,11 @@ valid steps), ``inner_steps`` (inner updates run, each with one inner gradient),
 for the outer gradient), ``nonfinite_steps`` (steps dropped as non-finite) and
 ``masked_tasks`` (tasks or antithetic pairs with a dropped contribution); the antithetic ones
 add ``restarted_tasks`` (pairs restarted after their halves desynchronized).
+
+Data parallelism (``axis_name``): inside ``shard_map`` over a device axis, ``num_tasks`` is
+the per-device count; per-task randomness is drawn for the whole batch and sliced per device
+(:func:`per_task`), and the gradient is averaged over all devices' tasks, so ``D`` devices
+compute what one device running ``D * num_tasks`` tasks computes.
 """
 
 from __future__ import annotations

@@ -66,11 +66,8 @@ def antithetic_es(
       horizon: unrolled steps ``T``; default ``problem.schedule.max_length``. Only the first
         episode's steps count.
       meta_loss: ``"train"``, ``"valid"`` or ``"last"`` (see :mod:`metaopt.estimators.base`).
-      axis_name: the mapped device axis (``shard_map``) the task batch is split over, or
-        ``None``. With it, ``num_tasks`` is the per-device count, per-task randomness is drawn
-        for the whole batch and sliced per device (:func:`~.base.per_task`), and the gradient
-        is averaged over all devices' tasks: ``D`` devices compute what one device running
-        ``D * num_tasks`` tasks computes.
+      axis_name: the mapped device axis the task batch is split over, or ``None``
+        (data parallelism: see :mod:`metaopt.estimators.base`).
     """
     problem, num_tasks, sigma, meta_loss, axis_name = antithetic.check_args(
         problem, num_tasks, sigma, meta_loss, axis_name
@@ -119,11 +116,8 @@ def truncated_es(
       unroll_length: steps ``T`` per truncation.
       meta_loss: ``"train"``, ``"valid"`` or ``"last"`` (see :mod:`metaopt.estimators.base`).
       stagger: first-episode offsets, one of ``metaopt.inner.truncation.STAGGERS``.
-      axis_name: the mapped device axis (``shard_map``) the task batch is split over, or
-        ``None``. With it, ``num_tasks`` is the per-device count, per-task randomness is drawn
-        for the whole batch and sliced per device (:func:`~.base.per_task`), and the gradient
-        is averaged over all devices' tasks: ``D`` devices compute what one device running
-        ``D * num_tasks`` tasks computes.
+      axis_name: the mapped device axis the task batch is split over, or ``None``
+        (data parallelism: see :mod:`metaopt.estimators.base`).
     """
     problem, num_tasks, sigma, meta_loss, axis_name = antithetic.check_args(
         problem, num_tasks, sigma, meta_loss, axis_name

@@ -54,11 +54,8 @@ def truncated_backprop(
       unroll_length: steps ``T`` per truncation (per ``estimate`` call).
       meta_loss: ``"train"``, ``"valid"`` or ``"last"`` (see :mod:`metaopt.estimators.base`).
       stagger: first-episode offsets of the tasks, one of ``metaopt.inner.truncation.STAGGERS``.
-      axis_name: the mapped device axis (``shard_map``) the task batch is split over, or
-        ``None``. With it, ``num_tasks`` is the per-device count, per-task randomness is drawn
-        for the whole batch and sliced per device (:func:`~.base.per_task`), and the gradient
-        is averaged over all devices' tasks: ``D`` devices compute what one device running
-        ``D * num_tasks`` tasks computes.
+      axis_name: the mapped device axis the task batch is split over, or ``None``
+        (data parallelism: see :mod:`metaopt.estimators.base`).
     """
     problem = base.check_problem(problem)
     num_tasks = base.check_positive_int("num_tasks", num_tasks)

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import optax
 
 from metaopt.inner import inner_problem, truncation
+from metaopt.inner.problem import as_optimizer_fn
 from tasks.base import Task, TaskFamily
 
 PyTree = Any
@@ -112,18 +113,6 @@ class TaskIterate(NamedTuple):
     valid_loss: jax.Array  # float32[], validation loss of params (an optimizer extra arg)
 
 
-def _optimizer_fn(optimizer):
-    if isinstance(optimizer, optax.GradientTransformation):
-        fixed = optax.with_extra_args_support(optimizer)
-        return lambda alpha: fixed
-    if callable(optimizer):
-        return lambda alpha: optax.with_extra_args_support(optimizer(alpha))
-    raise TypeError(
-        "optimizer: expected an optax.GradientTransformation or a function alpha -> "
-        f"GradientTransformation, got {type(optimizer).__name__}"
-    )
-
-
 def task_bilevel(
     task: Task | TaskFamily,
     optimizer: optax.GradientTransformation | Callable[[PyTree], optax.GradientTransformation],
@@ -145,7 +134,7 @@ def task_bilevel(
     problem = inner_problem(task, optimizer, schedule=truncation.constant(horizon),
                             meta_loss="valid", hparams_fn=hparams_fn)
     family = problem.family
-    opt_fn = _optimizer_fn(optimizer)
+    opt_fn = as_optimizer_fn(optimizer)  # alpha plays theta's role
     num_steps = jnp.asarray(horizon, jnp.int32)
 
     def task_loss(t: Task, alpha, params, batch):

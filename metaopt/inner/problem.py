@@ -75,7 +75,8 @@ class InnerProblem(NamedTuple):
 OptimizerFn = Callable[[PyTree], optax.GradientTransformation]
 
 
-def _optimizer_fn(optimizer: optax.GradientTransformation | OptimizerFn) -> OptimizerFn:
+def as_optimizer_fn(optimizer: optax.GradientTransformation | OptimizerFn) -> OptimizerFn:
+    """``theta -> transform`` (with extra-args support) from a transform or such a function."""
     if isinstance(optimizer, optax.GradientTransformation):
         fixed = optax.with_extra_args_support(optimizer)
         return lambda theta: fixed
@@ -124,7 +125,7 @@ def inner_problem(
         )
     if not isinstance(schedule, trunc.TruncationSchedule):
         raise TypeError("schedule: expected a metaopt.inner.truncation schedule (constant, ...)")
-    opt_fn = _optimizer_fn(optimizer)
+    opt_fn = as_optimizer_fn(optimizer)
     use_valid = meta_loss == "valid"
 
     def task_loss(t: Task, theta, params, batch):

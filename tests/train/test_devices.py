@@ -7,7 +7,6 @@ starts). Equality is up to float32 summation order: the per-device means are ave
 error in how tasks or randomness are split would change them at the 1e-2 level.
 """
 
-import json
 import os
 import pathlib
 import socket
@@ -18,6 +17,7 @@ import jax
 import numpy as np
 import pytest
 
+from metaopt.io.metrics import read_metrics
 from metaopt.train import artifacts
 
 WORKER = pathlib.Path(__file__).with_name("dist_worker.py")
@@ -58,8 +58,7 @@ def _assert_same_update(a_dir, b_dir):
 
 
 def _metrics(run_dir):
-    lines = (pathlib.Path(run_dir) / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
+    return read_metrics(pathlib.Path(run_dir) / "metrics.jsonl")
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,13 @@ truncations, non-finite outer gradients (the update is skipped and counted); tra
 to the last step with a finite theta that keeps moving."""
 
 import dataclasses
-import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from experiments import presets
+from metaopt.io.metrics import read_metrics
 from metaopt.train import artifacts, build
 from metaopt.train.loop import train
 
@@ -47,8 +47,7 @@ def test_unstable_training_resets_tasks_skips_updates_and_continues(tmp_path, mo
     assert summary["step"] == STEPS and summary["reason"] == "finished"
     assert summary["theta_finite"]
 
-    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
-    rows = [json.loads(line) for line in lines if line.strip()]
+    rows = read_metrics(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in rows] == list(range(1, STEPS + 1))
     # inner divergences happened, were counted, and the diverged tasks were restarted
     assert sum(r["nonfinite_steps"] for r in rows) > 0
