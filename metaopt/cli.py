@@ -85,7 +85,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = apply_overrides(cfg, args.overrides)
     from metaopt import distributed
 
-    distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    multihost = distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    if cfg.devices != 1 and not multihost:  # CPU backend: the devices asked, 0 = one per core
+        try:
+            distributed.expose_cpu_devices(cfg.devices or distributed.available_cores())
+        except RuntimeError:  # JAX already started (main() called in-process): validate() below
+            pass  # still rejects a device count that this process does not have
     if args.eval:
         from metaopt.train.evaluate import EVAL_TASKS
 

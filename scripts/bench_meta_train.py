@@ -9,12 +9,17 @@ one compiled ``lax.scan`` with minibatches sampled in jit.
 
 Throughput is ``tasks x inner steps per outer step / seconds per outer step`` after compile
 (best of ``--repeats``); PES counts each antithetic pair once (it runs ``2 x 16`` inner tasks).
+Devices (``--devices``, default 0): on a CPU-only machine, one CPU device per core with the
+tasks split over them (``metaopt.distributed``, the data-parallel step of ``metaopt train``):
+XLA:CPU runs one device's small batched operations mostly on one core, so this is what uses a
+multi-core CPU; on an accelerator, all of them. ``--devices 1`` is the single-device figure.
 Peak memory (``ru_maxrss`` of a fresh process that builds, compiles and runs ``--memory-steps``
-outer steps of one configuration) is reported at episode horizons 1,000 and 10,000: PES and
-TBPTT keep only the current truncation, so it should not grow with the horizon.
+outer steps of one configuration) is reported at episode horizons 1,000 and 10,000 (on an
+accelerator also its allocator's peak, ``*_device_peak_mb_*`` in the JSON): PES and TBPTT keep
+only the current truncation, so it should not grow with the horizon.
 
 Usage: ``python scripts/bench.py meta-train [--tasks 16] [--unroll 50] [--skip-memory]
-[--lopt mlp_small] [--estimators pes]``.
+[--lopt mlp_small] [--estimators pes] [--devices 1]``.
 """
 
 from __future__ import annotations
@@ -47,15 +52,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="learned optimizer (metaopt.lopt registry name; mlp = 2 x 32)")
     parser.add_argument("--estimators", default=",".join(ESTIMATORS),
                         help="comma-separated subset of " + ",".join(ESTIMATORS))
+    parser.add_argument("--devices", type=int, default=0,
+                        help="devices the tasks are split over (0: one per CPU core, as many "
+                             "as divide --tasks, on a CPU-only machine, else every "
+                             "accelerator; 1: one device)")
 
 
-def build(estimator: str, args, horizon: int):
-    """``(jitted step, initial OuterState)`` of one configuration."""
+def setup_devices(args) -> int:
+    """Expose the CPU devices (before JAX starts its backends); the device count to use."""
+    import jax
+
+    from metaopt import distributed
+
+    if args.devices < 0:
+        raise ValueError(f"devices: must be >= 0, got {args.devices}")
+    cores = distributed.available_cores()
+    count = args.devices or max(d for d in range(1, cores + 1) if args.tasks % d == 0)
+    if count != 1:
+        distributed.expose_cpu_devices(count)
+    n = args.devices or (count if jax.default_backend() == "cpu" else jax.device_count())
+    if n > jax.device_count() or args.tasks % n:
+        raise ValueError(f"devices: {n} devices need a task count divisible by them (tasks "
+                         f"{args.tasks}) and at most {jax.device_count()} devices")
+    return n
+
+
+def build(estimator: str, args, horizon: int, num_devices: int = 1):
+    """``(jitted step, initial OuterState)`` of one configuration, the tasks split over
+    ``num_devices`` devices (the same outer updates as one device)."""
     import jax
     import optax
 
     import tasks
-    from metaopt import estimators, lopt
+    from metaopt import distributed, estimators, lopt
     from metaopt.inner import inner_problem, truncation
     from metaopt.outer import outer_trainer
 
@@ -63,21 +92,29 @@ def build(estimator: str, args, horizon: int):
     learned = lopt.mlp_lopt(hidden=(32, 32)) if args.lopt == "mlp" else lopt.make(args.lopt)
     problem = inner_problem(task, learned.optimizer, schedule=truncation.constant(horizon),
                             meta_loss=args.meta_loss)
-    kwargs = dict(num_tasks=args.tasks, unroll_length=args.unroll, stagger="even",
-                  meta_loss=args.meta_loss)
-    if estimator == "pes":
-        kwargs["sigma"] = args.sigma
-    est = estimators.make(estimator, problem, **kwargs)
-    trainer = outer_trainer(est, optax.adam(1e-3), clip_norm=1.0)
-    state = jax.jit(trainer.init)(jax.random.PRNGKey(0), learned.init(jax.random.PRNGKey(1)))
-    return jax.jit(trainer.step, donate_argnums=1), state
+
+    def trainer(num_tasks, axis_name=None):
+        kwargs = dict(num_tasks=num_tasks, unroll_length=args.unroll, stagger="even",
+                      meta_loss=args.meta_loss, axis_name=axis_name)
+        if estimator == "pes":
+            kwargs["sigma"] = args.sigma
+        est = estimators.make(estimator, problem, **kwargs)
+        return outer_trainer(est, optax.adam(1e-3), clip_norm=1.0, axis_name=axis_name)
+
+    whole = trainer(args.tasks)
+    state = jax.jit(whole.init)(jax.random.PRNGKey(0), learned.init(jax.random.PRNGKey(1)))
+    if num_devices == 1:
+        return jax.jit(whole.step, donate_argnums=1), state
+    mesh = distributed.task_mesh(num_devices)
+    local = trainer(args.tasks // num_devices, distributed.AXIS)
+    return distributed.sharded_step(local.step, state, mesh), distributed.shard_state(state, mesh)
 
 
 def throughput(estimator: str, args) -> dict:
     import jax
     from benchutil import best_rate
 
-    step, state = build(estimator, args, args.horizon)
+    step, state = build(estimator, args, args.horizon, args.num_devices)
     holder = {"state": state, "key": jax.random.PRNGKey(2)}
 
     def one():
@@ -94,24 +131,29 @@ def throughput(estimator: str, args) -> dict:
             "compile_s": compile_s, "meta_loss": float(metrics["meta_loss"])}
 
 
-def peak_memory_mb(estimator: str, horizon: int, args) -> float:
-    """Peak RSS (MB) of a fresh process running one configuration."""
+def peak_memory_mb(estimator: str, horizon: int, args) -> dict:
+    """``{"peak_mb": peak RSS (MB)[, "device_peak_mb": accelerator peak]}`` of a fresh process
+    running one configuration."""
     cmd = [sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", estimator,
            str(horizon), json.dumps(vars(args), default=str)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return float(json.loads(out.strip().splitlines()[-1])["peak_mb"])
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def _worker(estimator: str, horizon: int, raw: str) -> None:
     import jax
 
     args = argparse.Namespace(**json.loads(raw))
-    step, state = build(estimator, args, horizon)
+    step, state = build(estimator, args, horizon, setup_devices(args))
     for key in jax.random.split(jax.random.PRNGKey(2), args.memory_steps):
         state, metrics = step(key, state)
     jax.block_until_ready(metrics)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
-    print(json.dumps({"peak_mb": peak_kb / 1024.0}))
+    result = {"peak_mb": peak_kb / 1024.0}
+    stats = jax.devices()[0].memory_stats() or {}  # accelerators: the allocator's peak
+    if "peak_bytes_in_use" in stats:
+        result["device_peak_mb"] = stats["peak_bytes_in_use"] / 2**20
+    print(json.dumps(result))
 
 
 def run(args) -> dict:
@@ -121,20 +163,28 @@ def run(args) -> dict:
     unknown = [n for n in names if n not in ESTIMATORS]
     if unknown:
         raise ValueError(f"estimators: unknown {unknown}; allowed values are {list(ESTIMATORS)}")
-    result, rows = {}, []
+    import jax
+
+    args.num_devices = setup_devices(args)
+    platform = jax.devices()[0].platform
+    result, rows = {"devices": args.num_devices, "platform": platform}, []
     for name in names:
         t = throughput(name, args)
         result[f"{name}_task_steps_per_s"] = round(t["task_steps_per_s"], 1)
         mem = {}
         if not args.skip_memory:
             for h in MEMORY_HORIZONS:
-                mem[h] = round(peak_memory_mb(name, h, args), 1)
+                peaks = peak_memory_mb(name, h, args)
+                mem[h] = round(peaks["peak_mb"], 1)
                 result[f"{name}_peak_mb_h{h}"] = mem[h]
+                if "device_peak_mb" in peaks:
+                    result[f"{name}_device_peak_mb_h{h}"] = round(peaks["device_peak_mb"], 1)
         rows.append((name, f"{t['task_steps_per_s']:.0f}", f"{t['s_per_outer_step']:.3f}",
                      f"{t['compile_s']:.1f}", f"{t['meta_loss']:.3f}",
                      *(mem.get(h, "-") for h in MEMORY_HORIZONS)))
     print(f"meta-train: lopt {args.lopt} on digits MLP 64-32-10, batch {args.batch_size}, "
-          f"{args.tasks} tasks, truncation {args.unroll}, horizon {args.horizon}")
+          f"{args.tasks} tasks, truncation {args.unroll}, horizon {args.horizon}, "
+          f"meta-loss {args.meta_loss}, {args.num_devices} {platform} device(s)")
     print_table(rows, ("estimator", "task-steps/s", "s/outer step", "compile s", "meta-loss",
                        *(f"peak MB h={h}" for h in MEMORY_HORIZONS)))
     return result

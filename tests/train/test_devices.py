@@ -1,10 +1,11 @@
-"""Data parallelism gives the one-device outer update: 4 fake CPU devices, and 2 local processes
-joined by ``jax.distributed`` (gloo collectives), each against one process running all tasks.
+"""Data parallelism gives the one-device outer update: 4 CPU devices (through the ``metaopt``
+command), and 2 local processes joined by ``jax.distributed`` (gloo collectives), each against
+one process running all tasks.
 
-Every run is a fresh subprocess of ``dist_worker.py`` (the device count is fixed when JAX
-starts). Equality is up to float32 summation order: the per-device means are averaged by
-``pmean`` instead of summed in one reduction, so thetas agree to ~1e-7, not bit for bit; an
-error in how tasks or randomness are split would change them at the 1e-2 level.
+Every run is a fresh subprocess (the device count is fixed when JAX starts). Equality is up
+to float32 summation order: the per-device means are averaged by ``pmean`` instead of summed in
+one reduction, so thetas agree to ~1e-7, not bit for bit; an error in how tasks or randomness
+are split would change them at the 1e-2 level.
 """
 
 import os
@@ -22,6 +23,7 @@ from metaopt.train import artifacts
 
 WORKER = pathlib.Path(__file__).with_name("dist_worker.py")
 ROOT = WORKER.parents[2]
+OVERRIDES = ("num_tasks=4", "outer_steps=3", "checkpoint_every=3", "clip_norm=0.0")  # as the worker
 
 
 def _launch(mode, run_dir, *extra):
@@ -69,9 +71,16 @@ def single(tmp_path_factory):
     return run_dir
 
 
-def test_four_fake_devices_give_the_one_device_update(single, tmp_path):
-    out = _finish(_launch("devices4", tmp_path))
-    assert "devices 4 processes 1 step 3" in out
+def test_four_cpu_devices_give_the_one_device_update(single, tmp_path):
+    """``metaopt train ... devices=4`` exposes 4 CPU devices itself (validation rejects a
+    device count the process does not have, so the run finishing shows they existed)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+    cmd = [sys.executable, "-m", "metaopt.cli", "train", "smoke", *OVERRIDES, "devices=4",
+           "--quiet", "--run-dir", str(tmp_path)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    assert "outer step 3:" in _finish(proc)
+    assert artifacts.read_config(tmp_path).devices == 4
     _assert_same_update(single, tmp_path)
 
 
