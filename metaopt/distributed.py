@@ -120,6 +120,14 @@ def sharded_step(step_fn, state, mesh: Mesh):
     return jax.jit(mapped)
 
 
+def data_parallel(step_fn, state, num_devices: int = 0):
+    """``(jitted global step, state placed on the mesh)`` for the first ``num_devices`` devices
+    (0: all): :func:`task_mesh`, :func:`sharded_step` and :func:`shard_state` together.
+    ``step_fn`` is the local step, built for ``B / D`` tasks with ``axis_name="tasks"``."""
+    mesh = task_mesh(num_devices)
+    return sharded_step(step_fn, state, mesh), shard_state(state, mesh)
+
+
 def to_host(tree: PyTree) -> PyTree:
     """Numpy copies of (replicated or single-device) arrays, also in multi-process runs."""
 

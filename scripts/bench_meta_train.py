@@ -105,9 +105,8 @@ def build(estimator: str, args, horizon: int, num_devices: int = 1):
     state = jax.jit(whole.init)(jax.random.PRNGKey(0), learned.init(jax.random.PRNGKey(1)))
     if num_devices == 1:
         return jax.jit(whole.step, donate_argnums=1), state
-    mesh = distributed.task_mesh(num_devices)
     local = trainer(args.tasks // num_devices, distributed.AXIS)
-    return distributed.sharded_step(local.step, state, mesh), distributed.shard_state(state, mesh)
+    return distributed.data_parallel(local.step, state, num_devices)
 
 
 def throughput(estimator: str, args) -> dict:

@@ -69,10 +69,8 @@ def train(cfg: TrainConfig, run_dir: str | pathlib.Path, *, resume: bool = False
     state = built.trainer.init(jax.random.fold_in(jax.random.key(cfg.seed), 1), built.theta0)
     n_dev = cfg.devices or jax.device_count()
     if n_dev > 1:  # data parallel: the same outer updates as one device (module distributed)
-        mesh = distributed.task_mesh(n_dev)
         local = build(cfg, num_tasks=cfg.num_tasks // n_dev, axis_name=distributed.AXIS)
-        step_fn = distributed.sharded_step(local.trainer.step, state, mesh)
-        state = distributed.shard_state(state, mesh)
+        step_fn, state = distributed.data_parallel(local.trainer.step, state, n_dev)
     else:
         step_fn = jax.jit(built.trainer.step)
     ckpt = Checkpointer(run_dir / artifacts.CHECKPOINTS, keep=cfg.keep)
