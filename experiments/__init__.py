@@ -1,1 +1,1 @@
-"""Reproductions and presets; each subfolder is one result with its README."""
+"""Reproductions; each subfolder is one result with its README."""

@@ -29,7 +29,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import jax
     from tqdm import tqdm
 
-    import tasks
+    from metaopt import tasks
     from metaopt.config import ConfigError
     from metaopt.inner import inner_problem, truncation
 
@@ -39,7 +39,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise ConfigError(str(err).split(":")[0], str(err).split(": ", 1)[-1]) from None
     ip = inner_problem(task, _build_optax(args.optimizer, args.lr),
-                       schedule=truncation.constant(args.steps + 1), meta_loss="valid")
+                       schedule=truncation.constant(args.steps + 1))
     state = ip.init(jax.random.key(args.seed), None)
     unroll = jax.jit(ip.unroll, static_argnums=3)
     key = jax.random.key(args.seed + 1)
@@ -77,7 +77,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         if not args.preset:
             raise ConfigError("preset", "missing; usage: metaopt train PRESET [key=value ...]")
-        from experiments import presets
+        from metaopt.train import presets
 
         cfg = presets.get(args.preset)
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     train = sub.add_parser("train", help="meta-train a learned optimizer from a preset")
-    train.add_argument("preset", nargs="?", help="a preset name (experiments/presets.py)")
+    train.add_argument("preset", nargs="?", help="a preset name (metaopt/train/presets.py)")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
     train.add_argument("--run-dir", help="where to write (default runs/PRESET-TIMESTAMP)")

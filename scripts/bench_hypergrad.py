@@ -37,8 +37,8 @@ def _measure(method: str, horizon: int, repeats: int) -> dict:
     import jax.numpy as jnp
     import optax
 
-    import tasks
     from metaopt import hypergrad as hg
+    from metaopt import tasks
 
     data = tasks.load_digits()
     task = tasks.mlp_classifier(data, hidden=(32,), batch_size=128)

@@ -83,15 +83,14 @@ def build(estimator: str, args, horizon: int, num_devices: int = 1):
     import jax
     import optax
 
-    import tasks
-    from metaopt import distributed, estimators, lopt
+    from metaopt import distributed, estimators, lopt, tasks
     from metaopt.inner import inner_problem, truncation
     from metaopt.outer import outer_trainer
 
     task = tasks.mlp_classifier(hidden=(32,), batch_size=args.batch_size)
     learned = lopt.mlp_lopt(hidden=(32, 32)) if args.lopt == "mlp" else lopt.make(args.lopt)
     problem = inner_problem(task, learned.optimizer, schedule=truncation.constant(horizon),
-                            meta_loss=args.meta_loss)
+                            valid=args.meta_loss != "train")
 
     def trainer(num_tasks, axis_name=None):
         kwargs = dict(num_tasks=num_tasks, unroll_length=args.unroll, stagger="even",

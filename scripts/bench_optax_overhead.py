@@ -22,8 +22,7 @@ import jax
 import optax
 from benchutil import print_table
 
-import tasks
-from metaopt import lopt
+from metaopt import lopt, tasks
 
 MODELS = ("digits", "mlp_1m")
 BAR = ("mlp_small", "mlp_1m", 1.5)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 from benchutil import best_rate, print_table
 
-import tasks
+from metaopt import tasks
 from metaopt.inner import inner_problem, truncation
 
 
@@ -52,7 +52,7 @@ def run(args) -> dict:
     result, rows = {}, []
     for meta_loss in ("train", "valid"):
         ip = inner_problem(task, optax.adam(1e-3), schedule=truncation.constant(10**9),
-                           meta_loss=meta_loss)
+                           valid=meta_loss == "valid")
         state = ip.init(jax.random.key(0), None)
         single = jax.jit(ip.unroll, static_argnums=3)
         r1 = best_rate(functools.partial(single, jax.random.key(1), None, state, args.steps),

@@ -18,9 +18,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from tasks import validate
-from tasks.base import Task, check_split
-from tasks.data.arrays import ArrayDataset, sample_indices, take_batch
+from metaopt.tasks import validate
+from metaopt.tasks.base import Task, check_split
+from metaopt.tasks.data.arrays import ArrayDataset, sample_indices, take_batch
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:

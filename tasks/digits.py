@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tasks import validate
-from tasks.base import Task
-from tasks.classification import classification_task
-from tasks.data.arrays import ArrayDataset
-from tasks.data.digits import load_digits
-from tasks.models import ACTIVATIONS, CNN, MLP
+from metaopt.tasks import validate
+from metaopt.tasks.base import Task
+from metaopt.tasks.classification import classification_task
+from metaopt.tasks.data.arrays import ArrayDataset
+from metaopt.tasks.data.digits import load_digits
+from metaopt.tasks.models import ACTIVATIONS, CNN, MLP
 
 
 def mlp_classifier(

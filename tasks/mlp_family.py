@@ -30,12 +30,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tasks import validate
-from tasks.base import Task, TaskFamily
-from tasks.classification import classification_task
-from tasks.data.arrays import ArrayDataset, sample_indices
-from tasks.data.digits import load_digits
-from tasks.models import ACTIVATIONS
+from metaopt.tasks import validate
+from metaopt.tasks.base import Task, TaskFamily
+from metaopt.tasks.classification import classification_task
+from metaopt.tasks.data.arrays import ArrayDataset, sample_indices
+from metaopt.tasks.data.digits import load_digits
+from metaopt.tasks.models import ACTIVATIONS
 
 PERMUTATION_SEED = 0
 

@@ -43,8 +43,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from tasks import validate
-from tasks.base import Task, check_split
+from metaopt.tasks import validate
+from metaopt.tasks.base import Task, check_split
 
 
 class NQMConfig(NamedTuple):

@@ -17,8 +17,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from tasks import validate
-from tasks.base import Task, TaskFamily, check_split
+from metaopt.tasks import validate
+from metaopt.tasks.base import Task, TaskFamily, check_split
 
 
 class QuadraticConfig(NamedTuple):

@@ -1,7 +1,8 @@
-"""Tasks and task families by name, for tools, presets and tests.
+"""Tasks and task families by name: the one task registry (:class:`metaopt.spec.Registry`).
 
-``make(name, **options)`` builds a :class:`~tasks.base.Task` or :class:`~tasks.base.TaskFamily`;
-an unknown name or option raises ValueError naming the field and the allowed values.
+``make(name, **options)`` builds a :class:`~metaopt.tasks.base.Task` or
+:class:`~metaopt.tasks.base.TaskFamily`; an unknown name or option raises ValueError naming
+the field and the allowed values. Run configs name tasks as specs of :data:`REGISTRY`.
 Entries on a data set take it by name: ``dataset`` (one of ``tasks.data.DATASETS``, default
 ``"digits"``) and ``data_dir`` (for tfds sets), e.g.
 ``make("mlp_classifier", dataset="digits", hidden=(32,), batch_size=128)``.
@@ -12,13 +13,14 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 
-from tasks.base import Task, TaskFamily
-from tasks.data.registry import load_dataset
-from tasks.digits import cnn_classifier, mlp_classifier
-from tasks.mlp_family import mlp_family
-from tasks.nqm import nqm
-from tasks.quadratic import quadratic_family
-from tasks.teacher_student import teacher_student_family
+from metaopt.spec import Registry
+from metaopt.tasks.base import Task, TaskFamily
+from metaopt.tasks.data.registry import load_dataset
+from metaopt.tasks.digits import cnn_classifier, mlp_classifier
+from metaopt.tasks.mlp_family import mlp_family
+from metaopt.tasks.nqm import nqm
+from metaopt.tasks.quadratic import quadratic_family
+from metaopt.tasks.teacher_student import teacher_student_family
 
 
 def with_dataset(fn: Callable[..., Task | TaskFamily]) -> Callable[..., Task | TaskFamily]:
@@ -43,29 +45,40 @@ def with_dataset(fn: Callable[..., Task | TaskFamily]) -> Callable[..., Task | T
     return entry
 
 
-REGISTRY: dict[str, Callable[..., Task | TaskFamily]] = {
-    "digits_mlp": mlp_classifier,
-    "digits_cnn": cnn_classifier,
-    "mlp_classifier": with_dataset(mlp_classifier),
+def _no_data(fn: Callable[..., Task | TaskFamily]) -> Callable[..., Task | TaskFamily]:
+    """``fn`` on the bundled digits: its ``data`` argument is not an option."""
+    own = inspect.signature(fn).parameters
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for n, p in own.items()
+              if n != "data"]
+
+    def entry(**options):
+        return fn(**options)
+
+    entry.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    entry.__doc__ = fn.__doc__
+    entry.__name__ = fn.__name__
+    return entry
+
+
+REGISTRY = Registry("task")
+for _name, _fn in {
     "cnn_classifier": with_dataset(cnn_classifier),
+    "digits_cnn": _no_data(cnn_classifier),
+    "digits_mlp": _no_data(mlp_classifier),
+    "mlp_classifier": with_dataset(mlp_classifier),
     "mlp_family": with_dataset(mlp_family),
     "nqm": nqm,
     "quadratic": quadratic_family,
     "teacher_student": teacher_student_family,
-}
+}.items():
+    REGISTRY.register(_name, _fn)
 
 
 def names() -> list[str]:
-    return sorted(REGISTRY)
+    """Registered task names, sorted."""
+    return sorted(REGISTRY.names())
 
 
 def make(name: str, **options) -> Task | TaskFamily:
     """Build the registered task ``name`` with keyword ``options``."""
-    if name not in REGISTRY:
-        raise ValueError(f"task: unknown task {name!r}; allowed values are {names()}")
-    fn = REGISTRY[name]
-    allowed = [p for p in inspect.signature(fn).parameters if p != "data"]
-    for key in options:
-        if key not in allowed:
-            raise ValueError(f"{name}.{key}: unknown option {key!r}; allowed options are {allowed}")
-    return fn(**options)
+    return REGISTRY.make(name, **options)

@@ -21,9 +21,9 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from tasks import validate
-from tasks.base import SPLITS, Task, TaskFamily, check_split
-from tasks.models import ACTIVATIONS, MLP
+from metaopt.tasks import validate
+from metaopt.tasks.base import SPLITS, Task, TaskFamily, check_split
+from metaopt.tasks.models import ACTIVATIONS, MLP
 
 
 def teacher_student_family(

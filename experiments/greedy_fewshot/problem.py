@@ -23,8 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import tasks
 from metaopt import hypergrad as hg
+from metaopt import tasks
 
 PER_CLASS, LR, MOMENTUM = 170, 0.1, 0.9
 

@@ -25,12 +25,12 @@ import numpy as np
 import optax
 from scipy.stats import rankdata
 
-import tasks
 from experiments import hypergrad_common as common
 from metaopt import hypergrad as hg
+from metaopt import tasks
 from metaopt.outer import outer_trainer
-from tasks.data.arrays import ArrayDataset
-from tasks.models import MLP
+from metaopt.tasks.data.arrays import ArrayDataset
+from metaopt.tasks.models import MLP
 
 RATES = (0.3, 0.5)
 N_TRAIN, HORIZON, T, LR, BATCH, OUTER_LR, RETRAIN = 500, 200, 10, 0.3, 100, 0.1, 3

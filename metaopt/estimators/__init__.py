@@ -4,9 +4,12 @@
 * :func:`truncated_backprop` -- TBPTT, inner state carried across truncations (biased);
 * :func:`antithetic_es` -- antithetic ES over whole episodes (smoothed, unbiased);
 * :func:`truncated_es` -- antithetic ES over truncations, state carried (biased);
-* :func:`pes` -- persistent ES (Vicol et al. 2021), unbiased over truncations, reset-aware.
+* :func:`pes` -- persistent ES (Vicol et al. 2021), unbiased over truncations, reset-aware;
+* the hypergradients of :mod:`metaopt.hypergrad` -- ``fo``, ``t1t2``, ``greedy``, ``ift``,
+  ``rmd`` -- on the same inner problems.
 
-:data:`ESTIMATORS` maps names to these factories; :func:`make` builds one by name.
+:data:`REGISTRY` (a :class:`metaopt.spec.Registry`) holds these factories by name;
+:func:`make` builds one by name for an inner problem.
 """
 
 from __future__ import annotations
@@ -16,26 +19,37 @@ from metaopt.estimators.base import META_LOSSES, Estimator, NoState
 from metaopt.estimators.es import TruncatedESState, antithetic_es, truncated_es
 from metaopt.estimators.persistent_es import PESState, pes, pes_particle_grads
 from metaopt.estimators.tbptt import TBPTTState, truncated_backprop
+from metaopt.spec import Registry
 
-ESTIMATORS = {
+REGISTRY = Registry("estimator", args=("problem",))
+for _name, _fn in {
     "full_backprop": full_backprop,
     "tbptt": truncated_backprop,
     "es": antithetic_es,
     "truncated_es": truncated_es,
     "pes": pes,
-}
+}.items():
+    REGISTRY.register(_name, _fn)
+
+from metaopt import hypergrad as _hg  # noqa: E402  (its estimators import estimators.base)
+
+for _name in _hg.NAMES:
+    REGISTRY.register(_name, getattr(_hg, _name))
 
 
-def make(name: str, problem, **kwargs) -> Estimator:
-    """Build the estimator called ``name`` (a key of :data:`ESTIMATORS`) for ``problem``."""
-    if name not in ESTIMATORS:
-        raise ValueError(f"name: unknown estimator {name!r}; allowed values are {list(ESTIMATORS)}")
-    return ESTIMATORS[name](problem, **kwargs)
+def names() -> tuple[str, ...]:
+    """Registered estimator names."""
+    return REGISTRY.names()
+
+
+def make(name: str, problem, **options) -> Estimator:
+    """Build the estimator called ``name`` for ``problem`` with its ``options``."""
+    return REGISTRY.make(name, problem, **options)
 
 
 __all__ = [
-    "ESTIMATORS",
     "META_LOSSES",
+    "REGISTRY",
     "Estimator",
     "NoState",
     "PESState",
@@ -44,6 +58,7 @@ __all__ = [
     "antithetic_es",
     "full_backprop",
     "make",
+    "names",
     "pes",
     "pes_particle_grads",
     "truncated_backprop",

@@ -14,8 +14,9 @@ sampled in jit (no host round trip per inner step).
 Meta-loss of one unroll of ``n`` steps of one task, from the per-step ``StepOut`` ``[n]``:
 
 * ``"train"``: ``(1/n) sum_t L_train,t`` (``StepOut.loss``);
-* ``"valid"``: ``(1/n) sum_t L_meta,t`` (``StepOut.meta_loss``; the problem must be built with
-  ``meta_loss="valid"``, so that this is the validation loss after each update);
+* ``"valid"``: ``(1/n) sum_t L_meta,t`` (``StepOut.meta_loss``; the problem must measure the
+  validation loss, ``inner_problem(..., valid=True)``, so that this is the validation loss
+  after each update);
 * ``"last"``: ``L_meta,n-1``, the last step's ``StepOut.meta_loss``.
 
 All three are ``sum_t w_t v_t`` with fixed weights ``w`` [n] (:func:`step_weights`) over the
@@ -97,11 +98,15 @@ def check_meta_loss(meta_loss: str, problem: InnerProblem) -> str:
         raise ValueError(
             f"meta_loss: unknown value {meta_loss!r}; allowed values are {list(META_LOSSES)}"
         )
-    if meta_loss == "valid" and problem.meta_loss != "valid":
+    if meta_loss == "valid" and not problem.valid:
         raise ValueError(
-            "meta_loss: 'valid' needs a problem built with inner_problem(..., "
-            f"meta_loss='valid'), this one has meta_loss={problem.meta_loss!r}; "
-            f"allowed values here are {['train', 'last']}"
+            "meta_loss: 'valid' weighs validation losses, but this problem does not measure "
+            "them (inner_problem(..., valid=False)); allowed values here are ['train', 'last']"
+        )
+    if meta_loss == "train" and not problem.has_train_loss:
+        raise ValueError(
+            f"meta_loss: 'train' needs a training loss, and problem {problem.name!r} is given by "
+            "its update map only (map_problem); allowed values here are ['valid', 'last']"
         )
     return meta_loss
 

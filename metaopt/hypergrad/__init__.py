@@ -1,22 +1,23 @@
-"""Hypergradient estimators of seed 001 (Yakovlev & Bakhteev 2024) on a bilevel problem.
+"""Hypergradient estimators of seed 001 (Yakovlev & Bakhteev 2024) on the one inner engine.
 
     alpha* = argmin_alpha L_val(w_T(alpha), alpha),   w_{t+1} = Phi(w_t, alpha)
 
-* :class:`Bilevel` -- the problem (``init``, ``batch``, ``phi``, ``val_loss``, ``context``);
-  :func:`task_bilevel` builds one from a task and an optax optimizer like
-  :func:`metaopt.inner.inner_problem`; :func:`shaban_toy` is the seed's quadratic toy;
+Every estimator here runs on an :class:`~metaopt.inner.InnerProblem` (``Phi`` is its reset-free
+step), with the keys, staggering, resets, masking and device axis of every other estimator,
+and is registered in :data:`metaopt.estimators.REGISTRY`:
+
 * :func:`fo` (direct term), :func:`t1t2` (last step), :func:`greedy` (discounted sum of greedy
   terms, online, O(1) memory in T), :func:`ift` (Neumann series), :func:`rmd` (exact reverse
-  mode), each an :class:`metaopt.estimators.Estimator` over full episodes or online
-  truncations (:class:`HypergradState`).
-
-:data:`HYPERGRADS` maps names to these factories; :func:`make` builds one by name.
+  mode: the backprop estimators with the last step's meta-loss), over full episodes or online
+  truncations (:class:`HypergradState`);
+* :class:`Bilevel` -- a problem written by its update map (:func:`as_problem` makes it an
+  InnerProblem); :func:`shaban_toy` is the seed's quadratic toy; :func:`task_bilevel` is the
+  map view of a task trained by an optax optimizer.
 """
 
 from __future__ import annotations
 
-from metaopt.estimators.base import Estimator
-from metaopt.hypergrad.bilevel import Bilevel, TaskIterate, task_bilevel
+from metaopt.hypergrad.bilevel import Bilevel, TaskIterate, as_problem, task_bilevel
 from metaopt.hypergrad.engine import HypergradState
 from metaopt.hypergrad.fo import fo
 from metaopt.hypergrad.greedy import greedy
@@ -25,22 +26,27 @@ from metaopt.hypergrad.rmd import rmd
 from metaopt.hypergrad.t1t2 import t1t2
 from metaopt.hypergrad.toy import shaban_exact, shaban_toy
 
-HYPERGRADS = {"fo": fo, "t1t2": t1t2, "greedy": greedy, "ift": ift, "rmd": rmd}
+NAMES = ("fo", "t1t2", "greedy", "ift", "rmd")
 
 
-def make(name: str, bilevel: Bilevel, **kwargs) -> Estimator:
-    """Build the hypergradient estimator called ``name`` (a key of :data:`HYPERGRADS`)."""
-    if name not in HYPERGRADS:
-        raise ValueError(f"name: unknown hypergradient {name!r}; allowed values are "
-                         f"{list(HYPERGRADS)}")
-    return HYPERGRADS[name](bilevel, **kwargs)
+def make(name: str, problem, **options):
+    """Build the hypergradient estimator ``name`` (one of :data:`NAMES`) for ``problem`` (an
+    InnerProblem or a Bilevel) through :data:`metaopt.estimators.REGISTRY`."""
+    from metaopt.estimators import REGISTRY
+    from metaopt.spec import SpecError
+
+    if name not in NAMES:
+        raise SpecError("name", f"unknown hypergradient {name!r}; allowed values are "
+                        f"{list(NAMES)}")
+    return REGISTRY.make(name, problem, **options)
 
 
 __all__ = [
-    "HYPERGRADS",
+    "NAMES",
     "Bilevel",
     "HypergradState",
     "TaskIterate",
+    "as_problem",
     "fo",
     "greedy",
     "ift",

@@ -2,8 +2,7 @@
 
     alpha* = argmin_alpha L_val(w_T(alpha), alpha),   w_{t+1} = Phi(w_t, alpha; batch_{t+1}),
 
-with ``t = 0 .. T-1`` (``T = horizon``) from a fresh episode ``(cfg, w_0) = init(key, alpha)``.
-Following the seed's notation (Yakovlev & Bakhteev 2024),
+with ``t = 0 .. T-1``. Following the seed's notation (Yakovlev & Bakhteev 2024),
 
     A_t = dPhi(w_{t-1}, alpha) / dw_{t-1},   B_t = dPhi(w_{t-1}, alpha) / dalpha,
 
@@ -11,24 +10,23 @@ so ``B_t`` belongs to the step that *produces* ``w_t``. The exact hypergradient 
 
     d_alpha L_val = grad_alpha L_val(w_T) + sum_{t=1}^T grad_w L_val(w_T) (prod_{k=t+1}^T A_k) B_t.
 
-A :class:`Bilevel` is a NamedTuple of pure functions:
+Every hypergradient estimator runs on an :class:`~metaopt.inner.InnerProblem`: ``Phi`` is its
+reset-free step ``problem.phi`` and ``L_val`` its ``problem.val_loss``, with the same keys,
+staggering, resets, masking and device axis as every other estimator. Two ways to get one:
 
-* ``init(key, alpha) -> (cfg, w_0)``: a new episode; ``cfg`` is what stays fixed in it (the
-  task config, its data), ``w_0`` the iterate pytree (params and optimizer state). Integer
-  leaves of ``w`` (step counters) are carried but never differentiated.
-* ``batch(key, cfg) -> batch``: the data of one step (its training batch and the validation
-  batch on which ``L_val`` of the step's output is measured); ``None`` for deterministic toys.
-* ``phi(w, ctx, batch) -> w'``: one inner update.
-* ``val_loss(w, ctx, batch) -> float[]``: the validation loss of ``w`` on ``batch``.
-* ``context(alpha, cfg) -> ctx``: how ``alpha`` enters ``phi`` and ``val_loss`` (identity by
-  default). Everything is differentiated with respect to ``ctx`` and pulled back to ``alpha``
-  with one VJP of ``context`` per episode, which is exact because every estimator is linear in
-  ``B_t`` and ``grad_alpha``. A meta-learned backbone uses it: ``ctx`` = the backbone's features
-  of the episode's data, so the inner loop never re-runs the backbone.
+* :func:`metaopt.inner.inner_problem` -- a task trained by an optax optimizer (``alpha`` is its
+  ``theta``: it may enter the optimizer and the training loss through ``hparams_fn``);
+* a :class:`Bilevel` -- a problem written by its map (toys, a head on a meta-learned
+  backbone's features via ``context``), turned into an InnerProblem by :func:`as_problem`
+  (:func:`metaopt.inner.map_problem` with episodes of ``horizon`` steps).
 
-:func:`task_bilevel` builds one from a :class:`tasks.Task` / :class:`tasks.TaskFamily` and an
-optax optimizer, with the same ingredients, step and random keys as
-:func:`metaopt.inner.inner_problem`.
+:func:`task_bilevel` is the map view of a task problem (the Bilevel whose ``phi`` and
+``val_loss`` are ``problem.phi`` / ``problem.val_loss``), for code that wants to call ``Phi``
+by hand, e.g. to check a hypergradient against finite differences.
+
+The differentiated iterate ``w`` of an :class:`~metaopt.inner.InnerState` is its float leaves
+of ``(params, opt_state)``, and ``valid_loss`` where the optimizer reads it
+(:func:`iterate_floats`): the task config and the step counters are not differentiated.
 """
 
 from __future__ import annotations
@@ -40,9 +38,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from metaopt.inner import inner_problem, truncation
-from metaopt.inner.problem import as_optimizer_fn
-from tasks.base import Task, TaskFamily
+from metaopt.inner import InnerProblem, InnerState, inner_problem, map_problem, truncation
+from metaopt.tasks.base import Task, TaskFamily
 
 PyTree = Any
 
@@ -54,7 +51,12 @@ def identity_context(alpha: PyTree, cfg: PyTree) -> PyTree:
 
 
 class Bilevel(NamedTuple):
-    """``w_{t+1} = phi(w_t, ctx, batch)``, objective ``val_loss(w_T, ctx, batch_T)``."""
+    """``w_{t+1} = phi(w_t, ctx, batch)``, objective ``val_loss(w_T, ctx, batch_T)``.
+
+    Fields as :func:`metaopt.inner.map_problem` (``init(key, alpha) -> (cfg, w_0)``,
+    ``batch(key, cfg)``, ``phi``, ``val_loss``, ``context``) plus the episode length
+    ``horizon``.
+    """
 
     init: Callable[[jax.Array, PyTree], tuple[PyTree, PyTree]]
     batch: Callable[[jax.Array, PyTree], PyTree]
@@ -71,46 +73,57 @@ def check_horizon(horizon: object) -> int:
     return horizon
 
 
-def check_bilevel(bilevel: object) -> Bilevel:
-    if not isinstance(bilevel, Bilevel):
-        raise TypeError(
-            f"bilevel: expected a metaopt.hypergrad.Bilevel, got {type(bilevel).__name__}"
-        )
-    check_horizon(bilevel.horizon)
-    return bilevel
+def as_problem(problem: InnerProblem | Bilevel) -> InnerProblem:
+    """The :class:`~metaopt.inner.InnerProblem` of ``problem`` (itself, or a Bilevel's)."""
+    if isinstance(problem, InnerProblem):
+        return problem
+    if isinstance(problem, Bilevel):
+        horizon = check_horizon(problem.horizon)
+        context = None if problem.context is identity_context else problem.context
+        return map_problem(problem.init, problem.batch, problem.phi, problem.val_loss,
+                           schedule=truncation.constant(horizon), context=context,
+                           name=problem.name)
+    raise TypeError(f"problem: expected a metaopt InnerProblem or a metaopt.hypergrad.Bilevel, "
+                    f"got {type(problem).__name__}")
 
 
-# ----------------------------------------------------------------------------- float leaves
+# ----------------------------------------------------------------------------- the iterate
 
 
-def float_leaves(tree: PyTree) -> tuple[list[jax.Array], Callable[[list[jax.Array]], PyTree]]:
-    """The inexact leaves of ``tree`` and ``rebuild(new_leaves) -> tree`` (ints kept as are).
+def iterate_floats(state: InnerState, with_valid: bool = False
+                   ) -> tuple[list[jax.Array], Callable[[list], InnerState]]:
+    """The inexact leaves of ``(params, opt_state[, valid_loss])`` and ``rebuild(leaves)``.
 
-    Differentiating with respect to ``w`` means with respect to these leaves: step counters
-    and other integer leaves have no tangent space.
+    Differentiating with respect to ``w`` means with respect to these leaves; the config,
+    counters and any integer leaf (an optimizer's step count) keep their values. The latest
+    validation loss is part of the iterate only where the optimizer reads it
+    (``with_valid``: the problem's ``feed_valid_loss``).
     """
-    leaves, treedef = jax.tree.flatten(tree)
+    part = (state.params, state.opt_state, state.valid_loss if with_valid else ())
+    leaves, treedef = jax.tree.flatten(part)
     is_float = [jnp.issubdtype(jnp.result_type(x), jnp.inexact) for x in leaves]
     floats = [x for x, f in zip(leaves, is_float, strict=True) if f]
 
-    def rebuild(new: list[jax.Array]) -> PyTree:
+    def rebuild(new: list[jax.Array]) -> InnerState:
         it = iter(new)
-        return treedef.unflatten([next(it) if f else x for x, f in zip(leaves, is_float,
-                                                                     strict=True)])
+        params, opt_state, valid = treedef.unflatten(
+            [next(it) if f else x for x, f in zip(leaves, is_float, strict=True)])
+        new = state._replace(params=params, opt_state=opt_state)
+        return new._replace(valid_loss=valid) if with_valid else new
 
     return floats, rebuild
 
 
-# ----------------------------------------------------------------------------- from a task
+# ----------------------------------------------------------------------------- task view
 
 
 class TaskIterate(NamedTuple):
-    """The iterate ``w`` of a :func:`task_bilevel` (the InnerState without its config)."""
+    """The iterate ``w`` of a :func:`task_bilevel` (the InnerState without config and length)."""
 
     params: PyTree  # the task's parameters
     opt_state: PyTree  # the inner optimizer's state
     iteration: jax.Array  # int32[], steps taken in the episode
-    valid_loss: jax.Array  # float32[], validation loss of params (an optimizer extra arg)
+    valid_loss: jax.Array  # float32[], latest validation loss
 
 
 def task_bilevel(
@@ -120,49 +133,35 @@ def task_bilevel(
     horizon: int,
     hparams_fn: Callable[[PyTree], PyTree] | None = None,
 ) -> Bilevel:
-    """The bilevel problem of training ``task`` with ``optimizer`` for ``horizon`` steps.
+    """The map view of ``inner_problem(task, optimizer, schedule=constant(horizon), ...)``.
 
-    Arguments as :func:`metaopt.inner.inner_problem` (``alpha`` is its ``theta``: it may enter
-    the optimizer, ``optimizer(alpha)``, and the loss, ``hparams_fn(alpha)``). The step is the
-    inner problem's step without its reset, and the keys are used the same way: episode
-    ``init(key)`` is ``InnerProblem.init(key)``, and step ``t`` of an unroll keyed ``k`` uses
-    ``split(split(k, T)[t], 3)`` = (train batch, valid batch, unused). So an estimator here
-    and :func:`metaopt.estimators.full_backprop` (``meta_loss="last"``) given the same key
-    see the same tasks and batches, and the exact estimators agree.
+    ``init`` is the problem's ``init``, ``batch(key, cfg)`` carries the step key, and ``phi`` /
+    ``val_loss`` are the problem's ``phi`` / ``val_loss`` on that key, so a hypergradient of
+    this Bilevel and of the problem itself, with the same key, see the same tasks and batches.
     """
     horizon = check_horizon(horizon)
     problem = inner_problem(task, optimizer, schedule=truncation.constant(horizon),
-                            meta_loss="valid", hparams_fn=hparams_fn)
-    family = problem.family
-    opt_fn = as_optimizer_fn(optimizer)  # alpha plays theta's role
-    num_steps = jnp.asarray(horizon, jnp.int32)
+                            hparams_fn=hparams_fn)
+    length = jnp.asarray(horizon, jnp.int32)
 
-    def task_loss(t: Task, alpha, params, batch):
-        if hparams_fn is None:
-            return t.loss(params, batch)
-        return t.loss(params, batch, hparams_fn(alpha))
+    def state(cfg, w: TaskIterate) -> InnerState:
+        return InnerState(cfg, w.params, w.opt_state, w.iteration, length, w.valid_loss)
+
+    def iterate(s: InnerState) -> TaskIterate:
+        return TaskIterate(s.params, s.opt_state, s.iteration, s.valid_loss)
 
     def init(key, alpha):
         s = problem.init(key, alpha)
-        return s.cfg, TaskIterate(s.params, s.opt_state, s.iteration, s.valid_loss)
+        return s.cfg, iterate(s)
 
     def batch(key, cfg):
-        keys = jax.random.split(key, 3)
-        t = family.task(cfg)
-        return {"cfg": cfg, "train": t.batch(keys[0], "train"), "valid": t.batch(keys[1], "valid")}
+        return {"cfg": cfg, "key": key}
 
-    def phi(w: TaskIterate, alpha, b) -> TaskIterate:
-        t = family.task(b["cfg"])
-        loss, grads = jax.value_and_grad(lambda p: task_loss(t, alpha, p, b["train"]))(w.params)
-        extra = {"loss": loss, "iteration": w.iteration, "num_steps": num_steps,
-                 "valid_loss": w.valid_loss}
-        updates, opt_state = opt_fn(alpha).update(grads, w.opt_state, w.params, **extra)
-        params = optax.apply_updates(w.params, updates)
-        vloss = task_loss(t, alpha, params, b["valid"])
-        return TaskIterate(params, opt_state, w.iteration + 1, jnp.asarray(vloss, jnp.float32))
+    def phi(w, alpha, b):
+        return iterate(problem.phi(b["key"], alpha, state(b["cfg"], w))[0])
 
-    def val_loss(w: TaskIterate, alpha, b):
-        return task_loss(family.task(b["cfg"]), alpha, w.params, b["valid"])
+    def val_loss(w, alpha, b):
+        return problem.val_loss(b["key"], alpha, state(b["cfg"], w))
 
     return Bilevel(init=init, batch=batch, phi=phi, val_loss=val_loss, horizon=horizon,
-                   name=f"{family.name}_bilevel")
+                   name=f"{problem.name}_bilevel")

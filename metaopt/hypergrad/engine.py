@@ -1,31 +1,40 @@
-"""What the hypergradient estimators share: episodes, truncations, tasks, pull-back, metrics.
+"""What the hypergradient estimators share, on the one inner engine.
 
-Each estimator is a *segment* function for one task,
+A hypergradient estimator runs a *segment* of ``n`` steps of its batch of ``B`` inner tasks
+(an :class:`~metaopt.inner.InnerProblem`) and returns, per task, an estimate of
+``d L_val(w_n) / d ctx`` at the segment's last step. The first ``n - m`` steps are plain
+(``problem.scan_batch``); the last ``m`` (``m = 1`` for FO, T1-T2 and IFT, ``m = n`` for
+greedy) run the estimator's *work* on one task,
 
-    segment(bilevel, ctx, cfg, w, acc, keys) -> Segment(grad, w, acc, loss),
+    work(key, ctx, state, acc) -> (state', StepOut, acc', est),
 
-that runs ``n = len(keys)`` inner steps from ``w`` and returns its estimate of
-``d L_val(w_n) / d ctx`` (``grad``), the final iterate, its running accumulator (greedy's
-discounted sum; ``()`` for the others) and ``L_val(w_n)``. :func:`build` turns it into a
-:class:`metaopt.estimators.Estimator` in one of two modes:
+one reset-free step ``problem.phi`` with the products the estimator needs (``est`` is its
+estimate if the segment ended at this step, ``acc`` greedy's discounted sum, ``()`` for the
+others). Resets happen exactly as in every other estimator (``problem.reset_batch``); a task
+whose episode ends resets its accumulator too, so an estimate always belongs to the episode
+its last step belongs to. Step ``t`` of task ``i`` is keyed ``split(split(key, B)[i], n)[t]``
+(``base.split_keys``: per device block with ``axis_name``), as in the backprop estimators.
 
-* **full episodes** (``unroll_length=None``): every call samples ``num_tasks`` fresh episodes
-  and runs ``n = horizon`` steps. Keys are split as in
-  :func:`metaopt.estimators.full_backprop`: ``k_init, k_unroll = split(key)``, task ``i`` starts
-  from ``init(split(k_init, B)[i])`` and step ``t`` uses ``split(split(k_unroll, B)[i], n)[t]``.
-  The state is :class:`metaopt.estimators.NoState`.
-* **online** (``unroll_length=n``, dividing ``horizon``): the state carries the tasks' iterates
-  and accumulators across calls (:class:`HypergradState`); each call runs the next ``n`` steps
-  and returns the estimate at the current iterate. When ``horizon`` steps are done, or a task's
-  iterate became non-finite, that task starts a new episode at the next call.
+Two modes:
 
-Per task, ``ctx = context(alpha, cfg)`` and the estimate is pulled back to ``alpha`` with one
-VJP of ``context``; tasks whose gradient or loss is non-finite are dropped from the mean.
-Metrics: ``meta_loss`` (mean ``L_val`` at the segment end over the kept tasks),
-``inner_steps`` (``B n``), ``vjps`` (``B x`` the estimator's VJPs through ``Phi`` per task:
-FO 0, T1-T2 1, greedy ``n``, IFT ``K + 1``, RMD ``n``), ``jvps`` (0), ``nonfinite_steps``
-(``n x`` the tasks whose final loss is non-finite), ``masked_tasks`` (tasks dropped from the
-mean) and, online, ``resets`` (tasks that started a new episode at this call).
+* **full episodes** (``unroll_length=None``): each call starts ``B`` fresh tasks and runs
+  ``n = horizon`` steps (default: the schedule's ``max_length``). Keys as
+  :func:`metaopt.estimators.full_backprop`: ``k_init, k_unroll = split(key)``. A task whose
+  first episode ended before the last step is masked. State: :class:`~.base.NoState`.
+* **online** (``unroll_length=n``): :class:`HypergradState` carries the tasks (staggered
+  starts, ``stagger``) and greedy's accumulators across calls; each call runs the next ``n``
+  steps. Earlier terms of the accumulator were computed under the ``theta`` of their time.
+
+``ctx``: with ``problem.context`` (a meta-learned backbone, say), the segment runs on
+``ctx = context(theta, cfg)`` computed once, and the estimates are pulled back to ``theta``
+with one VJP of ``context`` for the whole batch (exact: every estimator is linear in ``B_t``
+and ``grad_ctx``); tasks whose episode began inside the segment are pulled back through their
+new episode's context. Without a context, ``ctx = theta``.
+
+Masking: a task with a non-finite step in the segment, a non-finite estimate or final loss is
+dropped from the mean (``masked_tasks``). Metrics: ``meta_loss`` (mean ``L_val(w_n)`` over the
+kept tasks), ``inner_steps`` (``B n``), ``vjps`` (``B x`` the VJPs through ``Phi`` per task),
+``jvps`` (0), ``nonfinite_steps``, ``masked_tasks`` and, online, ``resets``.
 """
 
 from __future__ import annotations
@@ -37,171 +46,185 @@ import jax
 import jax.numpy as jnp
 
 from metaopt.estimators import base
-from metaopt.hypergrad.bilevel import Bilevel, check_bilevel, float_leaves
+from metaopt.hypergrad.bilevel import Bilevel, as_problem, iterate_floats
+from metaopt.inner import InnerProblem, InnerState, StepOut
 
 PyTree = Any
-
-
-class Segment(NamedTuple):
-    """One task's result over one segment of ``n`` steps."""
-
-    grad: PyTree  # like ctx: the estimate of dL_val(w_n)/dctx
-    w: PyTree  # the iterate w_n
-    acc: PyTree  # greedy's accumulator (like ctx), () for the other estimators
-    loss: jax.Array  # float[], L_val(w_n) on the last step's batch
-
-
-SegmentFn = Callable[[Bilevel, PyTree, PyTree, PyTree, PyTree, jax.Array], Segment]
+WorkFn = Callable[[jax.Array, PyTree, InnerState, PyTree],
+                  tuple[InnerState, StepOut, PyTree, PyTree]]
 
 
 class HypergradState(NamedTuple):
-    """Online state: ``num_tasks`` episodes in progress (leading axis ``[B]``)."""
+    """Online state: ``B`` tasks in progress (leading axis ``[B]``)."""
 
-    cfg: PyTree  # [B, ...] the episodes' fixed configs
-    w: PyTree  # [B, ...] the current iterates
+    inner: InnerState  # [B, ...] the tasks' inner states
     acc: PyTree  # [B, *ctx] greedy's discounted sums, () for the other estimators
-    t: jax.Array  # int32[], steps taken in the current episodes (all tasks in step)
 
 
-# ----------------------------------------------------------------------------- pieces
-
-
-def unroll(bilevel: Bilevel, ctx: PyTree, cfg: PyTree, w: PyTree, keys: jax.Array) -> PyTree:
-    """``w`` after ``len(keys)`` plain steps of ``phi`` (no derivatives): ``w_{t+n}``."""
-
-    def body(w, key):
-        return bilevel.phi(w, ctx, bilevel.batch(key, cfg)), None
-
-    return jax.lax.scan(body, w, keys)[0]
-
-
-def val_grads(bilevel: Bilevel, w: PyTree, ctx: PyTree, batch: PyTree):
-    """``(L_val(w), grad_w L_val (float leaves of w), grad_ctx L_val)`` in one reverse pass."""
-    floats, rebuild = float_leaves(w)
-    loss, (gw, gc) = jax.value_and_grad(
-        lambda f, c: bilevel.val_loss(rebuild(f), c, batch), argnums=(0, 1)
-    )(floats, ctx)
-    return loss, gw, gc
-
-
-def phi_vjp(bilevel: Bilevel, w: PyTree, ctx: PyTree, batch: PyTree):
-    """``(w', vjp)`` with ``w' = phi(w, ctx, batch)`` and ``vjp(v) = v B`` (``B = dw'/dctx``).
-
-    ``v`` is a list like the float leaves of ``w'`` (see :func:`val_grads`).
-    """
-
-    def f(c):
-        new = bilevel.phi(w, c, batch)
-        return float_leaves(new)[0], new
-
-    _, vjp, new = jax.vjp(f, ctx, has_aux=True)
-    return new, lambda v: vjp(v)[0]
+# ----------------------------------------------------------------------------- products
 
 
 def tree_add(a: PyTree, b: PyTree) -> PyTree:
     return jax.tree.map(jnp.add, a, b)
 
 
+def phi_vjp(problem: InnerProblem, key, ctx, state: InnerState):
+    """``(state', out, vjp)``: one step and ``vjp(v) = v B`` (``B = d w'/d ctx``, ``v`` like
+    :func:`~metaopt.hypergrad.bilevel.iterate_floats` of ``state'``)."""
+
+    def f(c):
+        new, out = problem.phi(key, c, state)
+        return iterate_floats(new, problem.feed_valid_loss)[0], (new, out)
+
+    _, vjp, (new, out) = jax.vjp(f, ctx, has_aux=True)
+    return new, out, lambda v: vjp(v)[0]
+
+
+def val_grads(problem: InnerProblem, key, ctx, state: InnerState):
+    """``(L_val, grad_w L_val, grad_ctx L_val)`` of ``state`` on step ``key``'s validation
+    batch, in one reverse pass (``grad_w`` over the iterate's float leaves)."""
+    floats, rebuild = iterate_floats(state, problem.feed_valid_loss)
+    loss, (gw, gc) = jax.value_and_grad(
+        lambda f, c: problem.val_loss(key, c, rebuild(f)), argnums=(0, 1))(floats, ctx)
+    return loss, gw, gc
+
+
 # ----------------------------------------------------------------------------- estimator
 
 
 def build(
-    bilevel: Bilevel,
-    segment: SegmentFn,
+    problem: InnerProblem | Bilevel,
+    work: Callable[[InnerProblem], WorkFn],
     *,
+    last_only: bool,
     num_tasks: int,
     unroll_length: int | None,
+    horizon: int | None,
+    stagger: str,
+    axis_name: str | None,
     vjps: Callable[[int], int],
     name: str,
     uses_acc: bool = False,
 ) -> base.Estimator:
-    """The :class:`~metaopt.estimators.Estimator` running ``segment`` (see module docstring).
+    """The :class:`~metaopt.estimators.Estimator` running ``work`` (module docstring).
 
     Args:
-      bilevel: the problem.
-      segment: the estimator's per-task segment function.
-      num_tasks: episodes ``B`` per estimate.
-      unroll_length: ``None`` for full episodes, or steps per call in online mode (must divide
-        ``bilevel.horizon``).
+      problem: an InnerProblem or a :class:`~metaopt.hypergrad.Bilevel`.
+      work: ``problem -> work function`` (module docstring).
+      last_only: the work runs on the last step only (else on every step).
+      num_tasks: tasks ``B`` per estimate (per device with ``axis_name``).
+      unroll_length: ``None`` for full episodes, or steps per call (online).
+      horizon: steps of a full episode (default ``problem.schedule.max_length``).
+      stagger: first-episode offsets of the online tasks (``truncation.STAGGERS``).
+      axis_name: the mapped device axis the task batch is split over, or ``None``.
       vjps: VJPs through ``Phi`` per task for a segment of ``n`` steps.
       name: the estimator's name.
-      uses_acc: the segment keeps an accumulator shaped like ``ctx``.
+      uses_acc: the work keeps an accumulator shaped like ``ctx``.
     """
-    bilevel = check_bilevel(bilevel)
+    problem = as_problem(problem)
     num_tasks = base.check_positive_int("num_tasks", num_tasks)
-    horizon = bilevel.horizon
-    if unroll_length is not None:
-        base.check_positive_int("unroll_length", unroll_length)
-        if horizon % unroll_length:
-            raise ValueError(
-                f"unroll_length: must divide the horizon {horizon}, got {unroll_length}"
-            )
-    n = horizon if unroll_length is None else unroll_length
+    axis_name = base.check_axis_name(axis_name)
+    stagger = base.check_stagger(stagger)
+    if unroll_length is None:
+        n = base.check_positive_int(
+            "horizon", problem.schedule.max_length if horizon is None else horizon)
+    else:
+        if horizon is not None:
+            raise ValueError("horizon: applies to full episodes (unroll_length=None); online, "
+                             "the episodes' lengths come from the problem's schedule")
+        n = base.check_positive_int("unroll_length", unroll_length)
+    m = 1 if last_only else n
+    do = work(problem)
+    custom = problem.context is not None
+    c_axis = 0 if custom else None
 
-    def zero_acc(alpha, cfg):
+    def zero_acc(theta, states) -> PyTree:
         if not uses_acc:
             return ()
-        shapes = jax.eval_shape(bilevel.context, alpha, cfg)
-        return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        shapes = jax.eval_shape(problem.contexts, theta, states.cfg)
+        lead = () if custom else (num_tasks,)
+        return jax.tree.map(lambda s: jnp.zeros((*lead, *s.shape), s.dtype), shapes)
 
-    def per_task(alpha, cfg, w, acc, keys):
-        ctx, pull = jax.vjp(lambda a: bilevel.context(a, cfg), alpha)
-        seg = segment(bilevel, ctx, cfg, w, acc, keys)
-        return pull(seg.grad)[0], seg
+    def pull_back(theta, pull, est, ok, moved, cfg_est):
+        if not custom:
+            return base.masked_task_mean(est, ok, axis_name)
+        count = jnp.sum(ok).astype(jnp.float32)
+        if axis_name is not None:
+            count = jax.lax.psum(count, axis_name)
+        w = ok.astype(jnp.float32) / jnp.maximum(count, 1.0)
+        safe = base.tree_where(ok, est, jax.tree.map(jnp.zeros_like, est))
+        grad = pull(base.scale_rows(jnp.where(moved, 0.0, w), safe))[0]
 
-    def run(alpha, cfg, w, acc, unroll_key):
-        keys = jax.vmap(lambda k: jax.random.split(k, n))(jax.random.split(unroll_key, num_tasks))
-        grads, seg = jax.vmap(per_task, (None, 0, 0, 0, 0))(alpha, cfg, w, acc, keys)
-        ok = base.all_finite_per_task(grads) & jnp.isfinite(seg.loss)
-        grad = base.masked_task_mean(grads, ok)
-        loss = jnp.sum(jnp.where(ok, seg.loss, 0.0)) / jnp.maximum(jnp.sum(ok), 1)
+        def moved_part():  # tasks whose estimate belongs to an episode begun in the segment
+            _, pull_new = jax.vjp(lambda th: problem.contexts(th, cfg_est), theta)
+            return pull_new(base.scale_rows(jnp.where(moved, w, 0.0), safe))[0]
+
+        grad = tree_add(grad, jax.lax.cond(jnp.any(moved & ok), moved_part,
+                                           lambda: jax.tree.map(jnp.zeros_like, theta)))
+        return grad if axis_name is None else jax.lax.psum(grad, axis_name)
+
+    def segment(theta, states, acc, key, full: bool):
+        keys = base.split_keys(key, num_tasks, axis_name)
+        step_keys = jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, n))(keys), 0, 1)
+        pull = None
+        ctx = theta
+        if custom:
+            ctx, pull = jax.vjp(lambda th: problem.contexts(th, states.cfg), theta)
+        states, ctx, outs_plain = problem.scan_batch(step_keys[:n - m], theta, states, ctx)
+
+        def body(carry, k):
+            s, c, a, _, _ = carry
+            new, out, a, est = jax.vmap(do, (0, c_axis, 0, 0 if uses_acc else None))(k, c, s, a)
+            s, c = problem.reset_batch(k, theta, c, new, out.done)
+            if uses_acc:
+                a = base.tree_where(out.done, jax.tree.map(jnp.zeros_like, a), a)
+            return (s, c, a, est, new.cfg), out
+
+        est0 = jax.tree.map(jnp.zeros_like, ctx if custom else base.broadcast(theta, num_tasks))
+        (states, _, acc, est, cfg_est), outs_work = jax.lax.scan(
+            body, (states, ctx, acc, est0, states.cfg), step_keys[n - m:])
+        outs = jax.tree.map(lambda a, b: jnp.swapaxes(jnp.concatenate([a, b]), 0, 1),
+                            outs_plain, outs_work)  # [B, n]
+        final = outs.meta_loss[:, -1]
+        moved = jnp.any(outs.done[:, :-1], axis=1)
+        ok = (~jnp.any(outs.nonfinite, axis=1) & base.all_finite_per_task(est)
+              & jnp.isfinite(final))
+        if full:
+            ok = ok & ~moved  # only the first episode's estimate counts
+        grad = pull_back(theta, pull, est, ok, moved, cfg_est)
         metrics = {
-            "meta_loss": loss.astype(jnp.float32),
-            "nonfinite_steps": (n * jnp.sum(~jnp.isfinite(seg.loss))).astype(jnp.float32),
+            "meta_loss": jnp.sum(jnp.where(ok, final, 0.0)) / jnp.maximum(jnp.sum(ok), 1),
+            "nonfinite_steps": jnp.sum(outs.nonfinite).astype(jnp.float32),
             "masked_tasks": jnp.sum(~ok).astype(jnp.float32),
             **base.cost_metrics(num_tasks, n, vjps=num_tasks * vjps(n)),
         }
-        return grad, seg, metrics
-
-    def fresh(key, alpha):
-        cfg, w = jax.vmap(bilevel.init, (0, None))(jax.random.split(key, num_tasks), alpha)
-        acc = jax.vmap(zero_acc, (None, 0))(alpha, cfg)
-        return cfg, w, acc
+        if not full:
+            metrics["resets"] = jnp.sum(outs.done).astype(jnp.float32)
+        return grad, states, acc, metrics
 
     if unroll_length is None:
 
-        def init(key, alpha):
-            del key, alpha
+        def init(key, theta):
+            del key, theta
             return base.NoState()
 
-        def estimate(key, alpha, state):
+        def estimate(key, theta, state):
             k_init, k_unroll = jax.random.split(key)
-            cfg, w, acc = fresh(k_init, alpha)
-            grad, _, metrics = run(alpha, cfg, w, acc, k_unroll)
+            init_keys = base.split_keys(k_init, num_tasks, axis_name)
+            states = jax.vmap(problem.init, (0, None))(init_keys, theta)
+            grad, _, _, metrics = segment(theta, states, zero_acc(theta, states), k_unroll,
+                                          full=True)
             return grad, state, metrics
 
         return base.Estimator(init=init, estimate=estimate, name=name)
 
-    def init_online(key, alpha):
-        cfg, w, acc = fresh(key, alpha)
-        return HypergradState(cfg, w, acc, jnp.zeros((), jnp.int32))
+    def init_online(key, theta):
+        draw = lambda k, b: problem.init_batch(k, theta, b, stagger)
+        states = base.per_task(draw, key, num_tasks, axis_name)
+        return HypergradState(states, zero_acc(theta, states))
 
-    def estimate_online(key, alpha, state: HypergradState):
-        k_reset, k_unroll = jax.random.split(key)
-        ended = state.t >= horizon
-        bad = ~base.all_finite_per_task(float_leaves(state.w)[0] or [jnp.zeros((num_tasks, 1))])
-        renew = ended | bad  # [B]
-
-        def reset():
-            cfg, w, acc = fresh(k_reset, alpha)
-            old = (state.cfg, state.w, state.acc)
-            return base.tree_where(renew, (cfg, w, acc), old)
-
-        cfg, w, acc = jax.lax.cond(jnp.any(renew), reset,
-                                   lambda: (state.cfg, state.w, state.acc))
-        t = jnp.where(ended, 0, state.t)
-        grad, seg, metrics = run(alpha, cfg, w, acc, k_unroll)
-        metrics["resets"] = jnp.sum(renew).astype(jnp.float32)
-        return grad, HypergradState(cfg, seg.w, seg.acc, t + n), metrics
+    def estimate_online(key, theta, state: HypergradState):
+        grad, states, acc, metrics = segment(theta, state.inner, state.acc, key, full=False)
+        return grad, HypergradState(states, acc), metrics
 
     return base.Estimator(init=init_online, estimate=estimate_online, name=name)

@@ -20,57 +20,59 @@ Properties (tested): ``gamma -> 0`` gives T1-T2; if ``A_t = I`` and ``grad_w L_v
 same along the trajectory, ``gamma = 1`` gives the exact hypergradient; on quadratics with
 ``Phi = w - eta grad L_train`` and ``gamma = 1 - eta`` it is a descent direction (the seed's
 second theorem). Online over truncations the accumulator and its discount continue across
-calls; terms from earlier calls were computed under the ``alpha`` of their time.
+calls (terms from earlier calls were computed under the ``alpha`` of their time) and restart
+from zero when the task's episode ends (:mod:`metaopt.hypergrad.engine`).
 """
 
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from metaopt.estimators.base import Estimator
 from metaopt.hypergrad import engine
-from metaopt.hypergrad.bilevel import Bilevel
 
 
-def greedy_segment(gamma: float):
-    """The segment function of greedy with discount ``gamma``."""
+def greedy_work(gamma: float):
+    """Every step: ``acc <- gamma acc + grad_w L_val(w_t) B_t`` (one VJP), estimate
+    ``grad_ctx L_val(w_t) + acc``."""
 
-    def segment(bilevel: Bilevel, ctx, cfg, w, acc, keys: jax.Array) -> engine.Segment:
-        def body(carry, key):
-            w, acc, _, _ = carry
-            batch = bilevel.batch(key, cfg)
-            w, vjp = engine.phi_vjp(bilevel, w, ctx, batch)
-            loss, gw, gc = engine.val_grads(bilevel, w, ctx, batch)
+    def make(problem):
+        def work(key, ctx, state, acc):
+            new, out, vjp = engine.phi_vjp(problem, key, ctx, state)
+            _, gw, gc = engine.val_grads(problem, key, ctx, new)
             acc = jax.tree.map(lambda a, b: gamma * a + b, acc, vjp(gw))
-            return (w, acc, gc, loss), None
+            return new, out, acc, engine.tree_add(gc, acc)
 
-        zero = jax.tree.map(jnp.zeros_like, ctx)
-        loss0 = jnp.zeros((), jnp.result_type(float))
-        (w, acc, gc, loss), _ = jax.lax.scan(body, (w, acc, zero, loss0), keys)
-        return engine.Segment(engine.tree_add(gc, acc), w, acc, loss)
+        return work
 
-    return segment
+    return make
 
 
 def greedy(
-    bilevel: Bilevel,
+    problem,
     *,
     gamma: float,
     num_tasks: int = 1,
     unroll_length: int | None = None,
+    horizon: int | None = None,
+    stagger: str = "even",
+    axis_name: str | None = None,
 ) -> Estimator:
     """The greedy estimator with discount ``gamma`` in [0, 1].
 
     Args:
-      bilevel: the problem (:class:`~metaopt.hypergrad.Bilevel`).
+      problem: an :class:`~metaopt.inner.InnerProblem` or a :class:`~metaopt.hypergrad.Bilevel`.
       gamma: the discount; the seed uses 0.9-0.999, and ``1 - eta`` for SGD with rate ``eta``.
-      num_tasks: episodes averaged per estimate.
-      unroll_length: ``None``: fresh episodes of ``bilevel.horizon`` steps each call; ``n``:
-        online, the next ``n`` steps of carried episodes per call, the accumulator carried too.
+      num_tasks: tasks averaged per estimate.
+      unroll_length: ``None``: fresh episodes of ``horizon`` steps each call; ``n``: online,
+        the next ``n`` steps of carried tasks per call, their accumulators carried too.
+      horizon: steps of a full episode (default: the problem's schedule ``max_length``).
+      stagger: first-episode offsets of the online tasks.
+      axis_name: the mapped device axis the task batch is split over, or ``None``.
     """
     if isinstance(gamma, bool) or not isinstance(gamma, int | float) or not 0 <= gamma <= 1:
         raise ValueError(f"gamma: must be a number in [0, 1], got {gamma!r}")
-    return engine.build(bilevel, greedy_segment(float(gamma)), num_tasks=num_tasks,
-                        unroll_length=unroll_length, vjps=lambda n: n,
+    return engine.build(problem, greedy_work(float(gamma)), last_only=False,
+                        num_tasks=num_tasks, unroll_length=unroll_length, horizon=horizon,
+                        stagger=stagger, axis_name=axis_name, vjps=lambda n: n,
                         name=f"greedy_{gamma:g}", uses_acc=True)

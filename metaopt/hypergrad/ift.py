@@ -23,49 +23,60 @@ import jax
 
 from metaopt.estimators.base import Estimator
 from metaopt.hypergrad import engine
-from metaopt.hypergrad.bilevel import Bilevel, float_leaves
+from metaopt.hypergrad.bilevel import iterate_floats
 
 
-def ift_segment(num_terms: int):
-    """The segment function of IFT with ``K = num_terms`` Neumann terms."""
+def ift_work(num_terms: int):
+    """The last step, then ``K + 1`` VJPs of ``Phi`` at ``w_n`` on that step's batch."""
 
-    def segment(bilevel: Bilevel, ctx, cfg, w, acc, keys: jax.Array) -> engine.Segment:
-        w = engine.unroll(bilevel, ctx, cfg, w, keys)
-        batch = bilevel.batch(keys[-1], cfg)
-        loss, v0, gc = engine.val_grads(bilevel, w, ctx, batch)
-        floats, rebuild = float_leaves(w)
-        _, vjp = jax.vjp(lambda f, c: float_leaves(bilevel.phi(rebuild(f), c, batch))[0],
-                         floats, ctx)
+    def make(problem):
+        def work(key, ctx, state, acc):
+            new, out = problem.phi(key, ctx, state)
+            _, v0, gc = engine.val_grads(problem, key, ctx, new)
+            fed = problem.feed_valid_loss
+            floats, rebuild = iterate_floats(new, fed)
+            _, vjp = jax.vjp(
+                lambda f, c: iterate_floats(problem.phi(key, c, rebuild(f))[0], fed)[0],
+                floats, ctx)
 
-        def body(carry, _):
-            v, total = carry
-            v_a, v_b = vjp(v)
-            return (v_a, engine.tree_add(total, v_b)), None
+            def body(carry, _):
+                v, total = carry
+                v_a, v_b = vjp(v)
+                return (v_a, engine.tree_add(total, v_b)), None
 
-        (_, total), _ = jax.lax.scan(body, (v0, gc), None, length=num_terms + 1)
-        return engine.Segment(total, w, acc, loss)
+            (_, total), _ = jax.lax.scan(body, (v0, gc), None, length=num_terms + 1)
+            return new, out, acc, total
 
-    return segment
+        return work
+
+    return make
 
 
 def ift(
-    bilevel: Bilevel,
+    problem,
     *,
     num_terms: int = 10,
     num_tasks: int = 1,
     unroll_length: int | None = None,
+    horizon: int | None = None,
+    stagger: str = "even",
+    axis_name: str | None = None,
 ) -> Estimator:
-    """The IFT/Neumann estimator at the final iterate.
+    """The IFT/Neumann estimator at the segment's last iterate.
 
     Args:
-      bilevel: the problem (:class:`~metaopt.hypergrad.Bilevel`).
+      problem: an :class:`~metaopt.inner.InnerProblem` or a :class:`~metaopt.hypergrad.Bilevel`.
       num_terms: ``K``, the Neumann powers ``A^1 .. A^K`` beyond the identity.
-      num_tasks: episodes averaged per estimate.
+      num_tasks: tasks averaged per estimate.
       unroll_length: ``None`` for full episodes, ``n`` for online truncations (IFT at the
         current iterate after each ``n`` steps).
+      horizon: steps of a full episode (default: the problem's schedule ``max_length``).
+      stagger: first-episode offsets of the online tasks.
+      axis_name: the mapped device axis the task batch is split over, or ``None``.
     """
     if isinstance(num_terms, bool) or not isinstance(num_terms, int) or num_terms < 0:
         raise ValueError(f"num_terms: must be an integer >= 0, got {num_terms!r}")
-    return engine.build(bilevel, ift_segment(num_terms), num_tasks=num_tasks,
-                        unroll_length=unroll_length, vjps=lambda n: num_terms + 1,
+    return engine.build(problem, ift_work(num_terms), last_only=True, num_tasks=num_tasks,
+                        unroll_length=unroll_length, horizon=horizon, stagger=stagger,
+                        axis_name=axis_name, vjps=lambda n: num_terms + 1,
                         name=f"ift_{num_terms}")

@@ -8,23 +8,26 @@ It is greedy with ``gamma -> 0`` (the seed's first theorem): only the last step'
 
 from __future__ import annotations
 
-import jax
-
 from metaopt.estimators.base import Estimator
 from metaopt.hypergrad import engine
-from metaopt.hypergrad.bilevel import Bilevel
 
 
-def t1t2_segment(bilevel: Bilevel, ctx, cfg, w, acc, keys: jax.Array) -> engine.Segment:
-    """``n - 1`` plain steps, then the last one with its VJP ``v B_n``, ``v = grad L_val(w_n)``."""
-    w = engine.unroll(bilevel, ctx, cfg, w, keys[:-1])
-    batch = bilevel.batch(keys[-1], cfg)
-    w, vjp = engine.phi_vjp(bilevel, w, ctx, batch)
-    loss, gw, gc = engine.val_grads(bilevel, w, ctx, batch)
-    return engine.Segment(engine.tree_add(gc, vjp(gw)), w, acc, loss)
+def t1t2_work(problem):
+    """The last step with its VJP: ``grad_ctx L_val(w_n) + v B_n``, ``v = grad_w L_val(w_n)``."""
+
+    def work(key, ctx, state, acc):
+        new, out, vjp = engine.phi_vjp(problem, key, ctx, state)
+        _, gw, gc = engine.val_grads(problem, key, ctx, new)
+        return new, out, acc, engine.tree_add(gc, vjp(gw))
+
+    return work
 
 
-def t1t2(bilevel: Bilevel, *, num_tasks: int = 1, unroll_length: int | None = None) -> Estimator:
-    """The T1-T2 estimator over full episodes or online truncations (arguments as :func:`fo`)."""
-    return engine.build(bilevel, t1t2_segment, num_tasks=num_tasks,
-                        unroll_length=unroll_length, vjps=lambda n: 1, name="t1t2")
+def t1t2(problem, *, num_tasks: int = 1, unroll_length: int | None = None,
+         horizon: int | None = None, stagger: str = "even",
+         axis_name: str | None = None) -> Estimator:
+    """The T1-T2 estimator over full episodes or online truncations (arguments as
+    :func:`~metaopt.hypergrad.fo`)."""
+    return engine.build(problem, t1t2_work, last_only=True, num_tasks=num_tasks,
+                        unroll_length=unroll_length, horizon=horizon, stagger=stagger,
+                        axis_name=axis_name, vjps=lambda n: 1, name="t1t2")

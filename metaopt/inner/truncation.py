@@ -8,6 +8,9 @@ varying length are possible inside one compiled unroll.
 * :func:`log_uniform` -- ``length = floor(exp(u))``, ``u ~ U(log min, log max)``, the schedule
   of Metz et al. 2020 (short episodes common, long ones present), clipped to ``[min, max]``.
 
+:data:`REGISTRY` holds both by name (``constant``: ``length``; ``log_uniform``: ``min_length``,
+``max_length``), so a run config names its episodes as a spec.
+
 Staggered starts (:data:`STAGGERS`) keep a batch of tasks from resetting in lockstep: task
 ``i`` of ``n`` begins its first episode at iteration ``s_i`` (so that episode is shorter):
 
@@ -24,6 +27,8 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from metaopt.spec import Registry
 
 STAGGERS = ("none", "even", "uniform")
 
@@ -62,6 +67,11 @@ def log_uniform(min_length: int, max_length: int) -> TruncationSchedule:
         return jnp.clip(jnp.floor(jnp.exp(u)), lo, hi).astype(jnp.int32)
 
     return TruncationSchedule(sample=sample, max_length=hi, name="log_uniform")
+
+
+REGISTRY = Registry("schedule", noun="truncation schedule")
+REGISTRY.register("constant", constant)
+REGISTRY.register("log_uniform", log_uniform)
 
 
 def start_offsets(key: jax.Array, lengths: jax.Array, stagger: str) -> jax.Array:

@@ -14,10 +14,11 @@ from metaopt.lopt.hparam import (
 )
 from metaopt.lopt.lstm import LSTMState, lstm_lopt
 from metaopt.lopt.mlp import MLPState, mlp_lopt, mlp_small
-from metaopt.lopt.registry import make, names
+from metaopt.lopt.registry import REGISTRY, make, names
 
 __all__ = [
     "DEFAULT_NUM_STEPS",
+    "REGISTRY",
     "AdamState",
     "HierarchicalState",
     "LSTMState",

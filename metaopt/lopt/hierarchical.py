@@ -117,8 +117,7 @@ def hierarchical_lopt(hidden: Sequence[int] = (32, 32),
                       decays: Sequence[float] = (0.5, 0.9, 0.99, 0.999, 0.9999),
                       lstm_hidden: int = 64, lstm_to_ff: int = 17, from_mlp: int = 16,
                       from_lstm: int = 18, num_freqs: int = 3, exp_mult: float = 1e-3,
-                      step_mult: float = 1e-3, skip: str = "adam",
-                      name: str = "hierarchical") -> LearnedOptimizer:
+                      step_mult: float = 1e-3, skip: str = "adam") -> LearnedOptimizer:
     """The hierarchical optimizer (module docstring); sizes default to Metz et al. 2020."""
     hidden = check_widths("hidden", hidden)
     decays = check_decays("decays", decays)
@@ -140,6 +139,8 @@ def hierarchical_lopt(hidden: Sequence[int] = (32, 32),
                     lstm_to_ff=lstm_to_ff, from_lstm=from_lstm, num_in=num_in,
                     num_const=num_const, hidden=hidden, num_out=2 + from_mlp,
                     skip_index=skip_index)
+
+    name = "hierarchical"
 
     def optimizer(theta: dict, *, num_steps: int = DEFAULT_NUM_STEPS):
         num_steps = check_num_steps(name, num_steps)

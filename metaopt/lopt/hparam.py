@@ -28,6 +28,7 @@ arg is required.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -86,10 +87,10 @@ def _theta(sched: schedules.Schedule, **entries) -> dict[str, jax.Array]:
 
 
 def learnable_sgd(learning_rate: float = 0.1, schedule: str | schedules.Schedule | None = None,
-                  **schedule_kwargs) -> LearnedOptimizer:
+                  schedule_options: Mapping[str, Any] | None = None) -> LearnedOptimizer:
     """SGD with a learnable (log) learning rate and schedule; theta = ``{log_lr, ...}``."""
     lr = check_positive("learning_rate", learning_rate)
-    sched = schedules.get(schedule, **schedule_kwargs)
+    sched = schedules.get(schedule, **dict(schedule_options or {}))
 
     def init(key: jax.Array) -> dict:
         del key
@@ -111,11 +112,11 @@ def learnable_sgd(learning_rate: float = 0.1, schedule: str | schedules.Schedule
 
 def learnable_momentum(learning_rate: float = 0.1, momentum: float = 0.9, nesterov: bool = False,
                        schedule: str | schedules.Schedule | None = None,
-                       **schedule_kwargs) -> LearnedOptimizer:
+                       schedule_options: Mapping[str, Any] | None = None) -> LearnedOptimizer:
     """Heavy-ball momentum (``optax.sgd(lr, momentum)``); theta = ``{log_lr, logit_momentum}``."""
     lr = check_positive("learning_rate", learning_rate)
     mom = check_decay("momentum", momentum)
-    sched = schedules.get(schedule, **schedule_kwargs)
+    sched = schedules.get(schedule, **dict(schedule_options or {}))
 
     def init(key: jax.Array) -> dict:
         del key
@@ -147,7 +148,7 @@ def learnable_momentum(learning_rate: float = 0.1, momentum: float = 0.9, nester
 def learnable_adam(learning_rate: float = 1e-3, b1: float = 0.9, b2: float = 0.999,
                    eps: float = 1e-8, eps_root: float = 0.0,
                    schedule: str | schedules.Schedule | None = None,
-                   **schedule_kwargs) -> LearnedOptimizer:
+                   schedule_options: Mapping[str, Any] | None = None) -> LearnedOptimizer:
     """Adam with learnable ``log_lr, logit_b1, logit_b2, log_eps`` (and schedule).
 
     At the defaults and the constant schedule it follows ``optax.adam(1e-3)`` step for step
@@ -160,7 +161,7 @@ def learnable_adam(learning_rate: float = 1e-3, b1: float = 0.9, b2: float = 0.9
     eps_root = float(eps_root)
     if eps_root < 0:
         raise ValueError(f"eps_root: must be >= 0, got {eps_root!r}")
-    sched = schedules.get(schedule, **schedule_kwargs)
+    sched = schedules.get(schedule, **dict(schedule_options or {}))
 
     def init(key: jax.Array) -> dict:
         del key

@@ -60,7 +60,7 @@ def preprocess(g: jax.Array, p: float = 10.0) -> jax.Array:
 
 
 def lstm_lopt(hidden: Sequence[int] = (20, 20), p: float = 10.0, out_scale: float = 0.01,
-              skip: str = "sign", name: str = "lstm") -> LearnedOptimizer:
+              skip: str = "sign") -> LearnedOptimizer:
     """The coordinatewise LSTM optimizer (module docstring).
 
     theta: ``{"cells": [lstm params per layer], "out": {"w": [H, 1], "b": [1]}[, "skip": [2]]}``.
@@ -74,7 +74,7 @@ def lstm_lopt(hidden: Sequence[int] = (20, 20), p: float = 10.0, out_scale: floa
     init = jit_init(_init_theta, hidden=hidden, skip=skip)
 
     def optimizer(theta: dict, *, num_steps: int = DEFAULT_NUM_STEPS):
-        check_num_steps(name, num_steps)  # accepted for a uniform interface; unused
+        check_num_steps("lstm", num_steps)  # accepted for a uniform interface; unused
 
         def init_state(params):
             n = flat.layout(params).total
@@ -99,7 +99,7 @@ def lstm_lopt(hidden: Sequence[int] = (20, 20), p: float = 10.0, out_scale: floa
 
         return optax.GradientTransformationExtraArgs(init_state, update)
 
-    return LearnedOptimizer(init, optimizer, name)
+    return LearnedOptimizer(init, optimizer, "lstm")
 
 
 def _init_theta(key: jax.Array, hidden: tuple[int, ...], skip: str) -> dict:

@@ -62,13 +62,18 @@ def mlp_lopt(hidden: Sequence[int] = (32, 32),
              mom_decays: Sequence[float] = (0.9, 0.99, 0.999),
              rms_decays: Sequence[float] = (0.999,),
              num_freqs: int = 3, exp_mult: float = 1e-3, step_mult: float = 1e-3,
-             skip: str = "adam", stats_stride: int = 1,
-             name: str = "mlp") -> LearnedOptimizer:
+             skip: str = "adam", stats_stride: int = 1) -> LearnedOptimizer:
     """A per-parameter MLP learned optimizer (module docstring).
 
     theta: the per-parameter network of :func:`.ppnet.init_net` (``F`` features, ``2 L``
     step-embedding constants, outputs ``(d, a)``).
     """
+    return _mlp(hidden, mom_decays, rms_decays, num_freqs, exp_mult, step_mult, skip,
+                stats_stride, "mlp")
+
+
+def _mlp(hidden, mom_decays, rms_decays, num_freqs, exp_mult, step_mult, skip, stats_stride,
+         name) -> LearnedOptimizer:
     hidden = check_widths("hidden", hidden)
     mom_decays = check_decays("mom_decays", mom_decays)
     rms_decays = check_decays("rms_decays", rms_decays)
@@ -132,14 +137,14 @@ def mlp_lopt(hidden: Sequence[int] = (32, 32),
 
 
 def mlp_small(hidden: Sequence[int] = (4,), mom_decays: Sequence[float] = (0.9,),
-              rms_decays: Sequence[float] = (0.999,), stats_stride: int = 9,
-              **kwargs) -> LearnedOptimizer:
+              rms_decays: Sequence[float] = (0.999,), num_freqs: int = 3,
+              exp_mult: float = 1e-3, step_mult: float = 1e-3, skip: str = "adam",
+              stats_stride: int = 9) -> LearnedOptimizer:
     """The low-overhead variant: one hidden layer of width 4 on ``F = 6`` features from the
     same state as Adam (one momentum at 0.9, one second moment at 0.999), with the
     normalization statistics of large tensors estimated from 1/9 of their entries
     (:func:`~metaopt.lopt.features.stats_sample`): per step it reads and writes about 10
     parameter-sized arrays (Adam: about 7) plus ~60 flops per parameter. A second momentum
-    (``mom_decays=(0.9, 0.99)``) costs ~20% more."""
-    kwargs.setdefault("name", "mlp_small")
-    kwargs["stats_stride"] = stats_stride
-    return mlp_lopt(hidden=hidden, mom_decays=mom_decays, rms_decays=rms_decays, **kwargs)
+    (``mom_decays=(0.9, 0.99)``) costs ~20% more. Options as :func:`mlp_lopt`."""
+    return _mlp(hidden, mom_decays, rms_decays, num_freqs, exp_mult, step_mult, skip,
+                stats_stride, "mlp_small")

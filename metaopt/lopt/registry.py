@@ -1,7 +1,8 @@
-"""Learned optimizers by name, so that tools and tests can enumerate them.
+"""Learned optimizers by name: the one learned-optimizer registry (:class:`metaopt.spec.Registry`).
 
-``make(name, **kwargs) -> LearnedOptimizer`` calls the constructor registered under ``name``
-with ``kwargs`` (its static configuration); ``names()`` lists them in a fixed order.
+``make(name, **options) -> LearnedOptimizer`` calls the constructor registered under ``name``
+with its static configuration (options checked against its signature); ``names()`` lists them
+in a fixed order. Run configs and saved optimizers name them as specs of :data:`REGISTRY`.
 
 =========================  ==============================================================
 name                       constructor
@@ -20,15 +21,16 @@ name                       constructor
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 
 from metaopt.lopt.base import LearnedOptimizer
 from metaopt.lopt.hierarchical import hierarchical_lopt
 from metaopt.lopt.hparam import learnable_adam, learnable_momentum, learnable_sgd
 from metaopt.lopt.lstm import lstm_lopt
 from metaopt.lopt.mlp import mlp_lopt, mlp_small
+from metaopt.spec import Registry
 
-_REGISTRY: dict[str, Callable[..., LearnedOptimizer]] = {
+REGISTRY = Registry("lopt", noun="learned optimizer")
+for _name, _fn in {
     "sgd": learnable_sgd,
     "momentum": learnable_momentum,
     "adam": learnable_adam,
@@ -37,17 +39,15 @@ _REGISTRY: dict[str, Callable[..., LearnedOptimizer]] = {
     "mlp": mlp_lopt,
     "lstm": lstm_lopt,
     "hierarchical": hierarchical_lopt,
-}
+}.items():
+    REGISTRY.register(_name, _fn)
 
 
 def names() -> tuple[str, ...]:
     """All registered learned-optimizer names."""
-    return tuple(_REGISTRY)
+    return REGISTRY.names()
 
 
-def make(name: str, **kwargs) -> LearnedOptimizer:
-    """The learned optimizer registered as ``name``, built with ``kwargs``."""
-    if name not in _REGISTRY:
-        raise ValueError(f"name: unknown learned optimizer {name!r}; allowed values are "
-                         f"{list(_REGISTRY)}")
-    return _REGISTRY[name](**kwargs)
+def make(name: str, **options) -> LearnedOptimizer:
+    """The learned optimizer registered as ``name``, built with ``options``."""
+    return REGISTRY.make(name, **options)

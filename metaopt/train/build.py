@@ -8,8 +8,7 @@ from typing import Any, NamedTuple
 import jax
 import optax
 
-import tasks
-from metaopt import estimators
+from metaopt import estimators, tasks
 from metaopt import lopt as lopt_lib
 from metaopt.inner import InnerProblem, inner_problem, truncation
 from metaopt.outer import OuterTrainer, outer_trainer
@@ -68,9 +67,9 @@ def build(cfg: TrainConfig, num_tasks: int | None = None, axis_name: str | None 
     mesh axis the estimator and outer step average over.
     """
     lopt = lopt_lib.make(cfg.lopt)
-    meta_loss = "valid" if cfg.meta_loss in ("valid", "last") else "train"
+    valid = cfg.meta_loss in ("valid", "last")
     problem = inner_problem(make_task(cfg), lambda theta: lopt.optimizer(theta),
-                            schedule=make_schedule(cfg), meta_loss=meta_loss)
+                            schedule=make_schedule(cfg), valid=valid, feed_valid_loss=valid)
     est = make_estimator(cfg, problem, num_tasks or cfg.num_tasks, axis_name)
     trainer = outer_trainer(est, make_outer_optimizer(cfg, lopt),
                             clip_norm=cfg.clip_norm or None, axis_name=axis_name)

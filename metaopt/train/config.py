@@ -1,6 +1,6 @@
 """The typed, frozen configuration of an outer-training run, and its validation.
 
-Presets (``experiments/presets.py``) are instances of :class:`TrainConfig`; the command line
+Presets (``metaopt/train/presets.py``) are instances of :class:`TrainConfig`; the command line
 applies ``key=value`` overrides (:func:`metaopt.config.apply_overrides`) and then
 :func:`validate`, which raises :class:`~metaopt.config.ConfigError` naming the key and the
 allowed values.

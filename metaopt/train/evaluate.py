@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-import tasks as tasks_lib
+from metaopt import tasks as tasks_lib
 from metaopt.inner import inner_problem, truncation
 
 EVAL_TASKS = ("digits_mlp", "digits_cnn", "mlp_family", "quadratic")
@@ -42,7 +42,7 @@ def make_eval_task(name: str):
 def curves(task, optimizer, steps: int, seeds: int, seed: int = 1234) -> dict[str, np.ndarray]:
     """Train ``seeds`` instances of ``task`` with ``optimizer``; losses ``[seeds, steps]``."""
     ip = inner_problem(task, optimizer, schedule=truncation.constant(steps + 1),
-                       meta_loss="valid")
+                       )
     key = jax.random.key(seed)  # the same task instances and batches for every optimizer
     states = ip.init_batch(key, None, seeds)
     keys = jax.random.split(jax.random.fold_in(key, 1), seeds)
@@ -55,7 +55,7 @@ def adam_grid_curves(task, lrs, steps: int, seeds: int, seed: int = 1234) -> dic
     learning rates in one compiled unroll (same task instances and batches as :func:`curves`).
     """
     ip = inner_problem(task, lambda lr: optax.adam(lr), schedule=truncation.constant(steps + 1),
-                       meta_loss="valid")
+                       )
     key = jax.random.key(seed)
     states = ip.init_batch(key, jnp.float32(1e-3), seeds)  # Adam's state does not read lr
     keys = jax.random.split(jax.random.fold_in(key, 1), seeds)

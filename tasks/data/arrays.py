@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tasks.base import SPLITS, check_split
+from metaopt.tasks.base import SPLITS, check_split
 
 
 class ArrayDataset(NamedTuple):

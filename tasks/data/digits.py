@@ -10,7 +10,7 @@ import functools
 
 import numpy as np
 
-from tasks.data.arrays import ArrayDataset, split_arrays
+from metaopt.tasks.data.arrays import ArrayDataset, split_arrays
 
 DIGITS_SPLIT_SEED = 0
 

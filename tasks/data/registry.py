@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tasks.data.arrays import ArrayDataset
-from tasks.data.digits import load_digits
+from metaopt.tasks.data.arrays import ArrayDataset
+from metaopt.tasks.data.digits import load_digits
 
 BUNDLED = ("digits",)
 TFDS = ("mnist", "fashion_mnist", "cifar10", "omniglot")
@@ -23,7 +23,7 @@ def load_dataset(name: str, data_dir: str | None = None, **tfds_options) -> Arra
                              f"only, not to 'digits'")
         return load_digits()
     if name in TFDS:
-        from tasks.data.tfds import load_tfds
+        from metaopt.tasks.data.tfds import load_tfds
 
         return load_tfds(name, data_dir=data_dir, **tfds_options)
     raise ValueError(f"dataset: unknown data set {name!r}; allowed values are {list(DATASETS)}")

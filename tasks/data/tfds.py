@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.data.arrays import ArrayDataset
+from metaopt.tasks.data.arrays import ArrayDataset
 
 TFDS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "omniglot")
 DEFAULT_VALID_FRACTION = 0.1

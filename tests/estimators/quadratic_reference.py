@@ -15,7 +15,7 @@ import numpy as np
 import optax
 
 from metaopt.inner import inner_problem, truncation
-from tasks.base import Task, TaskFamily
+from metaopt.tasks.base import Task, TaskFamily
 
 EIGS = np.geomspace(0.1, 1.0, 5)
 CENTER = np.ones(5)
@@ -58,7 +58,7 @@ def diag_family(eigs=EIGS) -> TaskFamily:
 
 def problem(task_or_family, length: int, meta_loss: str = "valid"):
     return inner_problem(task_or_family, sgd_lr, schedule=truncation.constant(length),
-                         meta_loss=meta_loss)
+                         valid=meta_loss != "train")
 
 
 def step_losses(log_lrs, eigs=EIGS, z0=None):

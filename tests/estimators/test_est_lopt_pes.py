@@ -24,9 +24,8 @@ import jax.numpy as jnp
 import optax
 import pytest
 
-import tasks
 from metaopt import estimators as E
-from metaopt import lopt
+from metaopt import lopt, tasks
 from metaopt.inner import inner_problem, truncation
 from metaopt.outer import outer_trainer
 
@@ -37,7 +36,7 @@ def _meta_train(batch_size: int, num_pairs: int, steps: int):
     task = tasks.mlp_classifier(batch_size=batch_size)
     learned = lopt.mlp_lopt(hidden=(32, 32))
     problem = inner_problem(task, learned.optimizer, schedule=truncation.constant(EPISODE),
-                            meta_loss="valid")
+                            )
     est = E.pes(problem, num_tasks=num_pairs, sigma=0.01, unroll_length=20)
     trainer = outer_trainer(est, optax.adam(1e-2), clip_norm=1.0)
     init, step = jax.jit(trainer.init), jax.jit(trainer.step)

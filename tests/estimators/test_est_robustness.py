@@ -12,7 +12,7 @@ import quadratic_reference as Q
 from metaopt import estimators as E
 from metaopt.estimators.base import Estimator, NoState
 from metaopt.outer import outer_trainer
-from tasks.base import Task
+from metaopt.tasks.base import Task
 
 THETA = {"log_lr": jnp.asarray(np.log(0.5), jnp.float32)}
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-import tasks
+from metaopt import tasks
 from metaopt.hypergrad import Bilevel
-from tasks.data.arrays import sample_indices
+from metaopt.tasks.data.arrays import sample_indices
 
 FAST_COMPILE = {"xla_backend_optimization_level": 0}
 

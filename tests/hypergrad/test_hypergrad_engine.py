@@ -7,8 +7,8 @@ import numpy as np
 import optax
 import pytest
 
-import tasks
 from metaopt import hypergrad as hg
+from metaopt import tasks
 from metaopt.estimators import Estimator, NoState
 
 

@@ -100,7 +100,7 @@ def test_rmd_equals_the_full_backprop_estimator():
     """Same key, same tasks and batches: RMD here = metaopt.estimators.full_backprop('last')."""
     task, opt, hparams, alpha = _digits_setup(5)
     bl = hg.task_bilevel(task, opt, horizon=5, hparams_fn=hparams)
-    problem = inner_problem(task, opt, schedule=truncation.constant(5), meta_loss="valid",
+    problem = inner_problem(task, opt, schedule=truncation.constant(5),
                             hparams_fn=hparams)
     ests = [full_backprop(problem, num_tasks=2, meta_loss="last"), hg.rmd(bl, num_tasks=2)]
     run = problems.jit(lambda k, a: [e.estimate(k, a, e.init(k, a)) for e in ests])

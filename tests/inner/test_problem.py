@@ -6,14 +6,14 @@ import numpy as np
 import optax
 import pytest
 
-import tasks
+from metaopt import tasks
 from metaopt.inner import inner_problem, truncation
 
 
 def _quadratic_problem(lr=0.3, length=1000, dim=5, **kw):
     fam = tasks.quadratic_family(dim=dim, condition_number=10.0)
     return inner_problem(fam, optax.sgd(lr), schedule=truncation.constant(length),
-                         meta_loss="train", **kw)
+                         valid=False, **kw)
 
 
 def test_sgd_scan_matches_closed_form():
@@ -44,7 +44,7 @@ def test_unroll_equals_repeated_steps():
 def _digits_problem(length, meta_loss="valid", opt=None):
     task = tasks.mlp_classifier(batch_size=32)
     return inner_problem(task, opt or optax.adam(3e-3), schedule=truncation.constant(length),
-                         meta_loss=meta_loss)
+                         valid=meta_loss == "valid")
 
 
 def test_vmapped_batch_equals_tasks_one_by_one():
@@ -69,7 +69,7 @@ def test_vmapped_batch_equals_tasks_one_by_one():
 def test_theta_batched_equals_per_task_theta():
     fam = tasks.quadratic_family(dim=3)
     ip = inner_problem(fam, lambda th: optax.sgd(jnp.exp(th)), schedule=truncation.constant(50),
-                       meta_loss="train")
+                       valid=False)
     thetas = jnp.log(jnp.array([0.1, 0.5]))
     states = ip.init_batch(jax.random.key(0), thetas, 2, theta_batched=True)
     keys = jax.random.split(jax.random.key(1), 2)
@@ -115,7 +115,7 @@ def test_log_uniform_episode_lengths():
     frac = float(jnp.mean(lengths <= 6))
     assert abs(frac - np.log(3.5) / np.log(20.5)) < 0.03
     fam = tasks.quadratic_family(dim=2)
-    ip = inner_problem(fam, optax.sgd(0.1), schedule=sched, meta_loss="train")
+    ip = inner_problem(fam, optax.sgd(0.1), schedule=sched, valid=False)
     state = ip.init(jax.random.key(1), None)
     end, out = ip.unroll(jax.random.key(2), None, state, 200)
     it, done = np.asarray(out.iteration), np.asarray(out.done)
@@ -161,7 +161,7 @@ def test_adam_trains_digits_mlp_to_90_percent_test_accuracy():
     data = tasks.load_digits()
     task = tasks.mlp_classifier(data, batch_size=128)
     ip = inner_problem(task, optax.adam(1e-2), schedule=truncation.constant(10_000),
-                       meta_loss="train")
+                       valid=False)
     state = ip.init(jax.random.key(0), None)
     end, out = jax.jit(ip.unroll, static_argnums=3)(jax.random.key(1), None, state, 300)
     acc = tasks.evaluate(task, end.params, data, "test")["accuracy"]
@@ -184,7 +184,7 @@ def test_nonfinite_loss_resets_and_is_counted():
 def test_hparams_enter_the_loss():
     task = tasks.mlp_classifier(batch_size=16)
     n_train = tasks.load_digits().size("train")
-    ip = inner_problem(task, optax.sgd(0.1), schedule=truncation.constant(100), meta_loss="valid",
+    ip = inner_problem(task, optax.sgd(0.1), schedule=truncation.constant(100),
                        hparams_fn=lambda th: {"example_logits": th})
     state = ip.init(jax.random.key(0), jnp.zeros(n_train))
     _, out_muted = ip.step(jax.random.key(1), jnp.full((n_train,), -1e4), state)
@@ -198,8 +198,11 @@ def test_hparams_enter_the_loss():
 
 def test_bad_input_names_the_field():
     fam = tasks.quadratic_family(dim=2)
-    with pytest.raises(ValueError, match="meta_loss.*allowed values.*valid.*train"):
-        inner_problem(fam, optax.sgd(0.1), schedule=truncation.constant(5), meta_loss="test")
+    with pytest.raises(TypeError, match="valid: expected True or False"):
+        inner_problem(fam, optax.sgd(0.1), schedule=truncation.constant(5), valid="yes")
+    with pytest.raises(ValueError, match="feed_valid_loss: needs valid=True"):
+        inner_problem(fam, optax.sgd(0.1), schedule=truncation.constant(5), valid=False,
+                      feed_valid_loss=True)
     with pytest.raises(ValueError, match="length: must be a positive integer"):
         truncation.constant(0)
     with pytest.raises(ValueError, match="min_length"):

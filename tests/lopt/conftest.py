@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from lopt_testutil import tiny_task
 
-import tasks
+from metaopt import tasks
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-import tasks
+from metaopt import tasks
 
 #: Optimizers whose ``update`` needs ``loss=...`` (the rest need at most ``params``).
 NEEDS_LOSS = ("hierarchical",)

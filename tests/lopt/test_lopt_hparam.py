@@ -76,7 +76,8 @@ def test_bad_hyperparameters_name_the_field(field, kwargs):
 
 def test_inverse_power_schedule_uses_iteration_then_count():
     """a_k = a_0 (1 + k/K)^(-beta) with k from `iteration`, else the internal count."""
-    lo = lopt.learnable_sgd(0.5, schedule="inverse_power", decay_steps=10.0, power=0.75)
+    lo = lopt.learnable_sgd(0.5, schedule="inverse_power",
+                             schedule_options={"decay_steps": 10.0, "power": 0.75})
     theta = lo.init(None)
     assert set(theta) == {"log_lr", "log_K", "beta"}
     opt = lo.optimizer(theta)

@@ -10,8 +10,7 @@ import optax
 import pytest
 from lopt_testutil import HAND_DESIGNED, NEEDS_LOSS
 
-import tasks
-from metaopt import lopt
+from metaopt import lopt, tasks
 
 STEPS = 250
 

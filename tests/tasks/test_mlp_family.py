@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tasks import ConfigMLP, MLPFamilyConfig, load_digits, mlp_family, noisy_labels
-from tasks.models import ACTIVATIONS, MLP
+from metaopt.tasks import ConfigMLP, MLPFamilyConfig, load_digits, mlp_family, noisy_labels
+from metaopt.tasks.models import ACTIVATIONS, MLP
 
 DIGITS = load_digits()
 N_TRAIN = DIGITS.size("train")

@@ -7,8 +7,8 @@ import optax
 import pytest
 
 import metaopt
-from tasks import nqm_config, nqm_expected_loss, nqm_task
-from tasks.nqm import noise_floor
+from metaopt.tasks import nqm_config, nqm_expected_loss, nqm_task
+from metaopt.tasks.nqm import noise_floor
 
 RUNS = 16384  # Monte Carlo runs; the standard error of a mean loss is ~0.7% of it
 T = 40
@@ -79,7 +79,7 @@ def test_inner_problem_training_loss_matches_closed_form_with_noise():
     lrs = jnp.full((T,), 0.5)
     problem = metaopt.inner_problem(
         nqm_task(cfg), optax.sgd(lambda c: lrs[c], momentum=0.5),
-        schedule=metaopt.truncation.constant(T + 1), meta_loss="train")
+        schedule=metaopt.truncation.constant(T + 1), valid=False)
     k_init, k_run = jax.random.split(jax.random.key(2))
     runs = 4096
     states = problem.init_batch(k_init, None, runs)

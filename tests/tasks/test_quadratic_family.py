@@ -6,7 +6,7 @@ import optax
 import pytest
 
 import metaopt
-from tasks import quadratic_family
+from metaopt.tasks import quadratic_family
 
 
 def test_sgd_unroll_equals_closed_form():
@@ -14,7 +14,7 @@ def test_sgd_unroll_equals_closed_form():
     dim, eta, steps = 7, 0.4, 30
     fam = quadratic_family(dim=dim, condition_number=30.0, max_eig=2.0, random_spectrum=True)
     problem = metaopt.inner_problem(fam, optax.sgd(eta),
-                                    schedule=metaopt.truncation.constant(10_000), meta_loss="train")
+                                    schedule=metaopt.truncation.constant(10_000), valid=False)
     state = jax.jit(problem.init)(jax.random.key(3), None)
     end, out = jax.jit(problem.unroll, static_argnums=3)(jax.random.key(4), None, state, steps)
     # Float64 reference from the float32 config: w_t - c = Q diag((1 - eta lam)^t) Q^T (w_0 - c).

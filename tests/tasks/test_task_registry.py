@@ -4,8 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-import tasks
-from tasks import Task, TaskFamily, make
+from metaopt import tasks
+from metaopt.tasks import Task, TaskFamily, make
 
 N_TRAIN = tasks.load_digits().size("train")
 

@@ -5,7 +5,7 @@ import numpy as np
 import optax
 import pytest
 
-from tasks import teacher_student_family
+from metaopt.tasks import teacher_student_family
 
 NOISE = 0.2
 

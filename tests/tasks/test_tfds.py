@@ -31,15 +31,15 @@ import pytest
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
-from tasks.classification import classification_task  # noqa: E402
-from tasks.data import registry  # noqa: E402
-from tasks.data.tfds import (  # noqa: E402
+from metaopt.tasks.classification import classification_task  # noqa: E402
+from metaopt.tasks.data import registry  # noqa: E402
+from metaopt.tasks.data.tfds import (  # noqa: E402
     TFDS_DATASETS,
     area_resize_matrix,
     load_tfds,
     omniglot_to_grey,
 )
-from tasks.models import MLP  # noqa: E402
+from metaopt.tasks.models import MLP  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,7 @@ if mode == "multihost":
     pid, nproc, port = (int(a) for a in sys.argv[3:6])
     distributed.initialize(f"localhost:{port}", nproc, pid)
 
-from experiments import presets  # noqa: E402
+from metaopt.train import presets  # noqa: E402
 from metaopt.train.loop import train  # noqa: E402
 
 devices = {"single": 1, "multihost": 0}[mode]

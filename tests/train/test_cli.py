@@ -4,9 +4,9 @@ import dataclasses
 
 import pytest
 
-from experiments import presets
 from metaopt.cli import main
 from metaopt.config import ConfigError, apply_overrides
+from metaopt.train import presets
 from metaopt.train.config import validate
 
 

@@ -9,9 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import presets
 from metaopt.io.metrics import read_metrics
-from metaopt.train import artifacts, build
+from metaopt.train import artifacts, build, presets
 from metaopt.train.loop import train
 
 STEPS = 10

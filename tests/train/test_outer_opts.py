@@ -9,10 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments import presets
 from metaopt import lopt as lopt_lib
 from metaopt import pretrained
-from metaopt.train import artifacts
+from metaopt.train import artifacts, presets
 from metaopt.train.evaluate import curves, make_eval_task
 from metaopt.train.loop import train
 from metaopt.train.outer_opt import frozen_optimizer, self_optimizer

@@ -12,9 +12,8 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import presets
 from metaopt.io.checkpoint import Checkpointer
-from metaopt.train import artifacts
+from metaopt.train import artifacts, presets
 from metaopt.train.loop import train
 
 TOTAL = 12  # the straight run's outer steps; the killed run is stopped part-way and resumed

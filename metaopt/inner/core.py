@@ -1,0 +1,197 @@
+"""The one inner engine: truncated unrolls assembled from a problem's reset-free map ``Phi``.
+
+Every inner problem -- a task trained by an optax optimizer (:func:`~metaopt.inner.inner_problem`)
+or a problem given directly by its update map (:func:`~metaopt.inner.map_problem`) -- is four
+pure functions of one task,
+
+* ``init(key, theta) -> InnerState``: a new episode (task config, iterate, episode length);
+* ``phi(key, ctx, state) -> (state', StepOut)``: one update without the reset, the map
+  ``w_{t+1} = Phi(w_t, ctx; batch_t)`` of the hypergradient literature, with ``key`` the
+  step's key (it draws the step's batches);
+* ``val_loss(key, ctx, state) -> scalar``: the validation objective of ``state`` on the
+  validation batch of step key ``key`` (the batch ``phi(key, ...)`` reports its meta-loss on);
+* ``context(theta, cfg) -> ctx``: how ``theta`` enters ``phi`` and ``val_loss`` for an
+  episode with config ``cfg``; ``None`` means ``ctx = theta``. A context computed once per
+  episode (a meta-learned backbone's features of the episode's data) is carried through the
+  unroll and recomputed only where a task resets,
+
+from which :func:`assemble` builds the step with its reset, the ``lax.scan`` unroll and the
+task-batched forms that every estimator -- backprop, ES, PES and the hypergradients -- runs on.
+
+Resets: when an episode's iteration counter reaches its length, or a loss is non-finite, the
+task is replaced by ``init(split(key, 3)[2], theta)``. In a batch, resets run behind one
+``lax.cond(any(done))`` so that fresh inits are computed only on the steps where some task
+ends (a vmapped ``cond`` would lower to ``select`` and compute them on every step).
+
+Keys: ``unroll(key, ...)`` uses ``split(key, n)[t]`` as step ``t``'s key; ``unroll_batch(keys,
+...)`` is exactly ``vmap(unroll)`` over the per-task ``keys``; ``scan_batch(step_keys, ...)``
+takes the step keys ``[n, B]`` themselves (the hypergradient estimators run part of a
+segment with it and the rest with their own products, on the same keys).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from metaopt.inner import truncation as trunc
+
+PyTree = Any
+
+
+class InnerState(NamedTuple):
+    """State of one inner task (a leading task axis when batched)."""
+
+    cfg: PyTree  # the task config (arrays), fixed within an episode
+    params: PyTree  # the iterate's parameters w_t
+    opt_state: PyTree  # the inner optimizer's state s_t (() for map problems)
+    iteration: jax.Array  # int32[], step index within the current episode
+    length: jax.Array  # int32[], number of steps of the current episode
+    valid_loss: jax.Array  # float32[], latest validation loss (0 until one is measured)
+
+
+class StepOut(NamedTuple):
+    """What one inner step reports (a leading time axis after ``unroll``)."""
+
+    loss: jax.Array  # float32[], training loss L_t of the batch, before the update
+    meta_loss: jax.Array  # float32[], validation loss after the update (or L_t)
+    iteration: jax.Array  # int32[], the episode iteration this step performed
+    done: jax.Array  # bool[], the episode ended here and the task was reset
+    nonfinite: jax.Array  # bool[], the reset was caused by a non-finite loss
+
+
+class InnerProblem(NamedTuple):
+    """Pure functions of a truncated inner problem (module docstring); build with
+    :func:`~metaopt.inner.inner_problem` or :func:`~metaopt.inner.map_problem`."""
+
+    init: Callable[[jax.Array, PyTree], InnerState]
+    step: Callable[[jax.Array, PyTree, InnerState], tuple[InnerState, StepOut]]
+    unroll: Callable[..., tuple[InnerState, StepOut]]
+    init_batch: Callable[..., InnerState]
+    unroll_batch: Callable[..., tuple[InnerState, StepOut]]
+    scan_batch: Callable[..., tuple[InnerState, PyTree, StepOut]]
+    phi: Callable[[jax.Array, PyTree, InnerState], tuple[InnerState, StepOut]]
+    val_loss: Callable[[jax.Array, PyTree, InnerState], jax.Array]
+    context: Callable[[PyTree, PyTree], PyTree] | None
+    contexts: Callable[..., PyTree]
+    reset_batch: Callable[..., tuple[InnerState, PyTree]]
+    schedule: trunc.TruncationSchedule
+    valid: bool  # StepOut.meta_loss is the validation loss after the update
+    feed_valid_loss: bool  # the optimizer receives the validation loss as an extra arg
+    has_train_loss: bool  # StepOut.loss is a training loss ("train" meta-loss allowed)
+    name: str
+
+
+def tree_where(pred: jax.Array, on_true: PyTree, on_false: PyTree) -> PyTree:
+    """Leafwise ``where`` with ``pred`` of shape [B] broadcast over each leaf's trailing axes."""
+
+    def pick(a, b):
+        return jnp.where(pred.reshape(pred.shape + (1,) * (a.ndim - pred.ndim)), a, b)
+
+    return jax.tree.map(pick, on_true, on_false)
+
+
+def reset_key(key: jax.Array) -> jax.Array:
+    """The key a step's reset draws its new episode from."""
+    return jax.random.split(key, 3)[2]
+
+
+def finish(loss: jax.Array, meta: jax.Array, state: InnerState, new: InnerState
+           ) -> tuple[InnerState, StepOut]:
+    """``(new, StepOut)`` with the iteration advanced and ``done`` / ``nonfinite`` decided."""
+    iteration = state.iteration + 1
+    nonfinite = ~(jnp.isfinite(loss) & jnp.isfinite(meta))
+    done = (iteration >= state.length) | nonfinite
+    return new._replace(iteration=iteration), StepOut(loss, meta, state.iteration, done,
+                                                     nonfinite)
+
+
+def assemble(
+    *,
+    init: Callable[[jax.Array, PyTree], InnerState],
+    phi: Callable[[jax.Array, PyTree, InnerState], tuple[InnerState, StepOut]],
+    val_loss: Callable[[jax.Array, PyTree, InnerState], jax.Array],
+    context: Callable[[PyTree, PyTree], PyTree] | None,
+    schedule: trunc.TruncationSchedule,
+    valid: bool,
+    feed_valid_loss: bool,
+    has_train_loss: bool,
+    name: str,
+) -> InnerProblem:
+    """The :class:`InnerProblem` of the four functions (module docstring)."""
+
+    def ctx_of(theta, cfg):
+        return theta if context is None else context(theta, cfg)
+
+    def step(key, theta, state):
+        new, out = phi(key, ctx_of(theta, state.cfg), state)
+        new = jax.lax.cond(out.done, lambda: init(reset_key(key), theta), lambda: new)
+        return new, out
+
+    def unroll(key, theta, state, num_steps: int):
+        keys = jax.random.split(key, num_steps)
+        return jax.lax.scan(lambda s, k: step(k, theta, s), state, keys)
+
+    def init_batch(key, theta, num_tasks: int, stagger: str = "none", theta_batched=False):
+        k_tasks, k_stagger = jax.random.split(key)
+        states = jax.vmap(init, (0, 0 if theta_batched else None))(
+            jax.random.split(k_tasks, num_tasks), theta)
+        offsets = trunc.start_offsets(k_stagger, states.length, stagger)
+        return states._replace(iteration=offsets)
+
+    def contexts(theta, cfg, theta_batched=False):
+        """Per-task contexts ``[B, ...]`` (``theta`` itself when there is no context)."""
+        if context is None:
+            return theta
+        return jax.vmap(context, (0 if theta_batched else None, 0))(theta, cfg)
+
+    def ctx_axis(theta_batched: bool):
+        return 0 if (context is not None or theta_batched) else None
+
+    def reset_batch(keys, theta, ctx, new, done, theta_batched=False):
+        """Tasks with ``done`` [B] replaced by fresh episodes (drawn from their step keys)."""
+        t_axis = 0 if theta_batched else None
+
+        def reset():
+            fresh = jax.vmap(init, (0, t_axis))(jax.vmap(reset_key)(keys), theta)
+            if context is None:
+                return tree_where(done, fresh, new), ctx
+            return (tree_where(done, fresh, new),
+                    tree_where(done, contexts(theta, fresh.cfg, theta_batched), ctx))
+
+        return jax.lax.cond(jnp.any(done), reset, lambda: (new, ctx))
+
+    def scan_batch(step_keys, theta, states, ctx=None, theta_batched=False):
+        """Run a batch over explicit step keys ``[n, B]``; returns ``(states, ctx, outs)``
+        with ``outs`` ``[n, B]`` and ``ctx`` the tasks' contexts at the end (``ctx=None``:
+        computed from ``states`` here; ignored without a context)."""
+        c_axis = ctx_axis(theta_batched)
+
+        def body(carry, k):
+            s, c = carry if context is not None else (carry, theta)
+            new, out = jax.vmap(phi, (0, c_axis, 0))(k, c, s)
+            new, c = reset_batch(k, theta, c, new, out.done, theta_batched)
+            return ((new, c) if context is not None else new), out
+
+        if context is None:
+            states, outs = jax.lax.scan(body, states, step_keys)
+            return states, theta, outs
+        if ctx is None:
+            ctx = contexts(theta, states.cfg, theta_batched)
+        (states, ctx), outs = jax.lax.scan(body, (states, ctx), step_keys)
+        return states, ctx, outs
+
+    def unroll_batch(keys, theta, states, num_steps: int, theta_batched=False):
+        step_keys = jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, num_steps))(keys), 0, 1)
+        states, _, outs = scan_batch(step_keys, theta, states, theta_batched=theta_batched)
+        return states, jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), outs)
+
+    return InnerProblem(init=init, step=step, unroll=unroll, init_batch=init_batch,
+                        unroll_batch=unroll_batch, scan_batch=scan_batch, phi=phi,
+                        val_loss=val_loss, context=context, contexts=contexts,
+                        reset_batch=reset_batch, schedule=schedule,
+                        valid=valid, feed_valid_loss=feed_valid_loss,
+                        has_train_loss=has_train_loss, name=name)
