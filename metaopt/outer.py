@@ -28,12 +28,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from metaopt.estimators.base import COUNTERS as SUMMED_METRICS
 from metaopt.estimators.base import Estimator
 
 PyTree = Any
-# metrics that are totals over tasks (summed across devices); all others are means
-SUMMED_METRICS = ("inner_steps", "vjps", "jvps", "nonfinite_steps", "masked_tasks",
-                  "restarted_tasks", "resets")
 
 
 class OuterState(NamedTuple):

@@ -6,7 +6,8 @@
 * :func:`truncated_es` -- antithetic ES over truncations, state carried (biased);
 * :func:`pes` -- persistent ES (Vicol et al. 2021), unbiased over truncations, reset-aware;
 * the hypergradients of :mod:`metaopt.hypergrad` -- ``fo``, ``t1t2``, ``greedy``, ``ift``,
-  ``rmd`` -- on the same inner problems.
+  ``rmd`` -- on the same inner problems;
+* :func:`mixture` -- a weighted mixture of task families, one estimator each.
 
 :data:`REGISTRY` (a :class:`metaopt.spec.Registry`) holds these factories by name;
 :func:`make` builds one by name for an inner problem.
@@ -17,6 +18,7 @@ from __future__ import annotations
 from metaopt.estimators.backprop import full_backprop
 from metaopt.estimators.base import META_LOSSES, Estimator, NoState
 from metaopt.estimators.es import TruncatedESState, antithetic_es, truncated_es
+from metaopt.estimators.mixture import mixture
 from metaopt.estimators.persistent_es import PESState, pes, pes_particle_grads
 from metaopt.estimators.tbptt import TBPTTState, truncated_backprop
 from metaopt.spec import Registry
@@ -58,6 +60,7 @@ __all__ = [
     "antithetic_es",
     "full_backprop",
     "make",
+    "mixture",
     "names",
     "pes",
     "pes_particle_grads",

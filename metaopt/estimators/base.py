@@ -55,6 +55,10 @@ from metaopt.inner import InnerProblem, StepOut, truncation
 
 PyTree = Any
 META_LOSSES = ("train", "valid", "last")
+#: Metrics that are totals over tasks (summed across devices and mixture members); every
+#: other metric is a mean.
+COUNTERS = ("inner_steps", "vjps", "jvps", "nonfinite_steps", "masked_tasks", "restarted_tasks",
+            "resets")
 
 
 class Estimator(NamedTuple):
