@@ -7,9 +7,15 @@ One outer step, for a meta-gradient estimator ``E`` and an optax outer optimizer
     g <- g * min(1, c / ||g||_2)                      (if clip_norm = c)
     u, opt_state' = O.update(g, opt_state, theta);  theta' = theta + u
 
-If ``g`` has a non-finite entry, ``theta`` and ``opt_state`` are kept unchanged and the skip is
-counted (``OuterState.skipped``, ``metrics["skipped"]``); the estimator's state still advances
-(its inner tasks already reset themselves on non-finite losses).
+The outer optimizer also receives the (device-averaged) meta-loss as the ``loss`` extra arg
+(``O.update(g, opt_state, theta, loss=meta_loss)``; transformations without extra-args
+support ignore it), which a learned optimizer used as its own outer optimizer (``self``) or a
+frozen one such as ``hierarchical`` needs.
+
+If ``g`` or the update ``u`` has a non-finite entry, ``theta`` and ``opt_state`` are kept
+unchanged and the skip is counted (``OuterState.skipped``, ``metrics["skipped"]``); the
+estimator's state still advances (its inner tasks already reset themselves on non-finite
+losses).
 
 :func:`outer_step` is one pure function of ``(key, OuterState) -> (OuterState, metrics)`` once its
 configuration is bound (:func:`outer_trainer` does this): jit it, scan it, checkpoint the
@@ -77,6 +83,10 @@ def outer_init(
     return OuterState(theta, optimizer.init(theta), estimator.init(key, theta), zero, zero)
 
 
+def _all_finite(tree: PyTree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
 def _scaled_norm(tree: PyTree) -> tuple[jax.Array, jax.Array]:
     """``(m, r)`` with ``||g||_2 = m * r``, ``m = max |g_i|`` (1 if g = 0 or non-finite).
 
@@ -102,7 +112,8 @@ def outer_step(
     """One pure outer update (see the module docstring). Metrics are float32 scalars.
 
     Metrics: the estimator's (``meta_loss``, cost counters...), ``grad_norm`` (before
-    clipping), ``skipped`` (1.0 if this update was skipped) and ``skipped_total``.
+    clipping), ``skipped`` (1.0 if this update was skipped: non-finite gradient or update)
+    and ``skipped_total``.
     """
     grad, est_state, metrics = estimator.estimate(key, state.theta, state.est_state)
     if axis_name is not None:
@@ -111,14 +122,17 @@ def outer_step(
             k: jax.lax.psum(v, axis_name) if k in SUMMED_METRICS else jax.lax.pmean(v, axis_name)
             for k, v in metrics.items()
         }
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grad)]))
+    finite = _all_finite(grad)
     big, rel_norm = _scaled_norm(grad)
     norm = big * rel_norm  # inf only when the true norm exceeds the float range
     if clip_norm is not None:
         # min(1, c / ||g||) from the scaled form: finite even where ||g||^2 overflows
         scale = jnp.minimum(1.0, (clip_norm / big) / jnp.maximum(rel_norm, 1e-30))
         grad = jax.tree.map(lambda g: (g * scale).astype(g.dtype), grad)
-    updates, opt_state = optimizer.update(grad, state.opt_state, state.theta)
+    extra = {"loss": metrics["meta_loss"]} if "meta_loss" in metrics else {}
+    updates, opt_state = optax.with_extra_args_support(optimizer).update(
+        grad, state.opt_state, state.theta, **extra)
+    finite = finite & _all_finite(updates)
     theta = optax.apply_updates(state.theta, updates)
 
     def keep(new, old):
