@@ -11,17 +11,31 @@ Public API (implementation modules are internal and may move):
 * outer-gradient estimators -- :mod:`estimators` (backprop, TBPTT, ES, PES and the
   hypergradients FO, T1-T2, greedy, IFT, RMD of :mod:`hypergrad`), all :class:`Estimator`;
 * specs and registries -- :mod:`spec` (:class:`Spec`, :class:`Registry`), one per concept;
-* the pure outer step -- :class:`OuterState`, :func:`outer_trainer`;
+* the pure outer step -- :class:`OuterState`, :func:`outer_trainer`, and the outer optimizers
+  by name -- :mod:`outer_optimizers` (adam, sgd, adamw, rmsprop, ``self``, ``frozen``);
 * data parallelism -- :mod:`distributed`;
-* pretrained learned optimizers -- :mod:`pretrained` (``pretrained.load(name)``).
+* saved learned optimizers -- :func:`load_optimizer` (a run directory, a saved file or a
+  pretrained name -> ``(lopt, theta)``), :func:`describe_optimizer` (its
+  :class:`SavedOptimizer`: spec, trained step budget, validation-loss input),
+  :func:`save_optimizer`; the shipped ones in :mod:`pretrained`.
 
-The run driver (``metaopt.train``: config, checkpoints, eval, plots) is imported on demand, as it
-pulls in orbax and matplotlib.
+The run driver (``metaopt.train``: run config, checkpoints, eval, plots) and the command line
+(``metaopt.cli``) sit on top; nothing here imports them.
 """
 
-from metaopt import distributed, estimators, hypergrad, lopt, pretrained, spec, tasks
+from metaopt import (
+    distributed,
+    estimators,
+    hypergrad,
+    lopt,
+    outer_optimizers,
+    pretrained,
+    spec,
+    tasks,
+)
 from metaopt.estimators import Estimator
 from metaopt.inner import InnerProblem, InnerState, StepOut, inner_problem, map_problem, truncation
+from metaopt.io.saved import SavedOptimizer, describe_optimizer, load_optimizer, save_optimizer
 from metaopt.lopt import LearnedOptimizer, MissingExtraArgError
 from metaopt.outer import OuterState, OuterTrainer, outer_step, outer_trainer
 from metaopt.spec import Registry, Spec, SpecError
@@ -40,18 +54,23 @@ __all__ = [
     "Registry",
     "Spec",
     "SpecError",
+    "SavedOptimizer",
     "StepOut",
     "Task",
     "TaskFamily",
+    "describe_optimizer",
     "distributed",
     "estimators",
     "hypergrad",
     "inner_problem",
+    "load_optimizer",
     "lopt",
     "map_problem",
+    "outer_optimizers",
     "outer_step",
     "outer_trainer",
     "pretrained",
+    "save_optimizer",
     "spec",
     "tasks",
     "truncation",

@@ -1,19 +1,23 @@
 """Pretrained learned optimizers shipped with the package.
 
-Each entry is a minimal run directory ``metaopt/pretrained/<name>/`` (``config.json`` naming
-the learned optimizer, ``theta.msgpack`` flax-msgpack weights, ``theta.sha256``, and
-``eval.md`` with the evaluation it was accepted on), so everything that takes a run directory
-also takes a pretrained name: ``metaopt eval NAME``, ``outer_optimizer=frozen
-frozen_from=NAME``, and in Python::
+Each entry is a folder ``metaopt/pretrained/<name>/`` holding ``optimizer.msgpack`` (the
+self-describing saved optimizer of :mod:`metaopt.io.saved`: spec with every option, trained
+step budget, whether it reads the validation loss, provenance, flax-msgpack weights and their
+checksum), ``config.json`` (the run config it was meta-trained with) and ``eval.md`` (the
+evaluation it was accepted on). Everything that takes a saved optimizer also takes a
+pretrained name: ``metaopt eval NAME``, ``outer.name=frozen outer.source=NAME``, and::
 
-    opt, theta = metaopt.pretrained.load("mlp_small_digits")
+    opt, theta = metaopt.load_optimizer("mlp_small_digits")
     tx = opt.optimizer(theta)          # an optax transform, in place of optax.adam(...)
 
 Entries:
 
-* ``mlp_small_digits`` -- ``mlp_small`` meta-trained by ``metaopt train quickstart`` (PES, 300
-  outer steps on the digits MLP family, seed 0; train-loss meta-objective over 50-200 step
-  episodes).
+* ``mlp_small_digits`` -- ``mlp_small`` (default options) meta-trained by
+  ``metaopt train quickstart`` (PES, 300 outer steps on the digits MLP family, seed 0;
+  train-loss meta-objective over log-uniform 50-200 step episodes: step budget 200, no
+  validation-loss input). It was trained before metaopt 0.2 changed the run's random streams
+  (init, theta and step keys are now disjoint splits of the seed), so rerunning the quickstart
+  today gives a different (equally good) theta; its weights are unchanged, byte for byte.
 """
 
 from __future__ import annotations
@@ -21,30 +25,25 @@ from __future__ import annotations
 import pathlib
 
 ROOT = pathlib.Path(__file__).parent
+FILE = "optimizer.msgpack"  # = metaopt.io.saved.FILE
 
 
 def names() -> list[str]:
     """The pretrained entries, sorted."""
-    return sorted(p.name for p in ROOT.iterdir() if (p / "theta.msgpack").exists())
+    return sorted(p.name for p in ROOT.iterdir() if (p / FILE).exists())
 
 
 def path(name: str) -> pathlib.Path:
-    """The run directory of the pretrained entry ``name``."""
+    """The folder of the pretrained entry ``name``."""
     if name not in names():
-        raise ValueError(f"pretrained: unknown name {name!r}; allowed values are {names()}")
+        from metaopt.spec import SpecError
+
+        raise SpecError("pretrained", f"unknown name {name!r}; allowed values are {names()}")
     return ROOT / name
 
 
-def resolve(run_dir_or_name: str) -> pathlib.Path:
-    """A run directory given either as a path or as a pretrained name (paths win)."""
-    p = pathlib.Path(run_dir_or_name)
-    if p.is_dir() or run_dir_or_name not in names():
-        return p
-    return ROOT / run_dir_or_name
-
-
 def load(name: str):
-    """``(lopt, theta)`` of the pretrained entry ``name``."""
-    from metaopt.train.artifacts import load_learned_optimizer
+    """``(lopt, theta)`` of the pretrained entry ``name`` (:func:`metaopt.load_optimizer`)."""
+    from metaopt.io.saved import load_optimizer
 
-    return load_learned_optimizer(path(name))
+    return load_optimizer(path(name))
