@@ -111,21 +111,36 @@ def shard_state(state, mesh: Mesh):
     return jax.tree.map(put, state, specs)
 
 
-def sharded_step(step_fn, state, mesh: Mesh):
+def sharded_step(step_fn, state, mesh: Mesh, donate: bool = False):
     """Wrap a local ``step(key, state) -> (state, metrics)`` (built with
-    ``axis_name="tasks"``) into a jitted global step over ``mesh``."""
+    ``axis_name="tasks"``) into a jitted global step over ``mesh``.
+
+    ``donate=True`` donates the input state's buffers to the output (the caller must not use
+    the input state after the call).
+
+    ``check_vma`` stays off, for two reasons found by turning it on (every estimator, one
+    step on 2 CPU devices against 1): (1) with it, reverse mode through the replicated theta
+    transposes the implicit broadcast into a ``psum`` over the axis, so the estimators, which
+    sum per-task gradients over devices themselves (``estimators.base.masked_task_mean``,
+    ``task_mean``), would count them twice: TBPTT, T1-T2 and IFT then silently gave a
+    different update than one device; (2) ES, full backprop, greedy and RMD did not trace
+    (``lax.cond`` branches and ``scan`` carries mixing device-varying and replicated values
+    need ``jax.lax.pvary``). Enabling it means writing the estimators for varying-axis types;
+    ``tests/train/test_devices.py`` checks that reverse-mode and ES estimators give the
+    one-device update.
+    """
     specs = state_specs(state)
     mapped = jax.shard_map(step_fn, mesh=mesh, in_specs=(P(), specs), out_specs=(specs, P()),
                            check_vma=False)
-    return jax.jit(mapped)
+    return jax.jit(mapped, donate_argnums=(1,) if donate else ())
 
 
-def data_parallel(step_fn, state, num_devices: int = 0):
+def data_parallel(step_fn, state, num_devices: int = 0, donate: bool = False):
     """``(jitted global step, state placed on the mesh)`` for the first ``num_devices`` devices
     (0: all): :func:`task_mesh`, :func:`sharded_step` and :func:`shard_state` together.
     ``step_fn`` is the local step, built for ``B / D`` tasks with ``axis_name="tasks"``."""
     mesh = task_mesh(num_devices)
-    return sharded_step(step_fn, state, mesh), shard_state(state, mesh)
+    return sharded_step(step_fn, state, mesh, donate), shard_state(state, mesh)
 
 
 def to_host(tree: PyTree) -> PyTree:
