@@ -1,12 +1,14 @@
 """The ``metaopt`` command line.
 
-* ``metaopt train PRESET [key=value ...] [--run-dir DIR] [--eval]`` / ``metaopt train --resume DIR``
-* ``metaopt eval RUN_DIR --tasks digits_mlp,...``
+* ``metaopt train PRESET [section.option=value ...] [--run-dir DIR] [--eval]`` /
+  ``metaopt train --resume DIR [run.outer_steps=N]``
+* ``metaopt eval SOURCE --tasks digits_mlp,...`` (a run directory, a saved file, a pretrained name)
 * ``metaopt plot RUN_DIR``
 * ``metaopt demo`` trains the digits MLP with an optax optimizer through the pure inner unroll.
 
-Bad input (unknown preset or key, wrong type, impossible value) exits with code 2 and a
-one-line message naming the key and the allowed values, without a traceback.
+Bad input (unknown preset, section, entry or option, wrong type, impossible or non-finite
+value, an unloadable saved optimizer) exits with code 2 and a one-line message naming the
+dotted key and what is allowed, without a traceback.
 """
 
 from __future__ import annotations
@@ -30,14 +32,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from metaopt import tasks
-    from metaopt.config import ConfigError
     from metaopt.inner import inner_problem, truncation
+    from metaopt.spec import SpecError
 
     data = tasks.load_digits()
     try:
         task = tasks.mlp_classifier(data, hidden=tuple(args.hidden), batch_size=args.batch_size)
     except ValueError as err:
-        raise ConfigError(str(err).split(":")[0], str(err).split(": ", 1)[-1]) from None
+        raise SpecError(str(err).split(":")[0], str(err).split(": ", 1)[-1]) from None
     ip = inner_problem(task, _build_optax(args.optimizer, args.lr),
                        schedule=truncation.constant(args.steps + 1))
     state = ip.init(jax.random.key(args.seed), None)
@@ -66,71 +68,59 @@ def cmd_train(args: argparse.Namespace) -> int:
     import datetime
     import pathlib
 
-    from metaopt.config import ConfigError, apply_overrides, check_choice
+    from metaopt.spec import SpecError
     from metaopt.train import artifacts
 
     if args.resume:
         if args.preset:
-            raise ConfigError("preset", "give either PRESET or --resume RUN_DIR, not both")
+            raise SpecError("preset", "give either PRESET or --resume RUN_DIR, not both")
         run_dir = pathlib.Path(args.resume)
         cfg = artifacts.read_config(run_dir)
     else:
         if not args.preset:
-            raise ConfigError("preset", "missing; usage: metaopt train PRESET [key=value ...]")
+            raise SpecError("preset", "missing; usage: metaopt train PRESET [key=value ...]")
         from metaopt.train import presets
 
         cfg = presets.get(args.preset)
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir = pathlib.Path(args.run_dir or f"runs/{args.preset}-{stamp}")
-    cfg = apply_overrides(cfg, args.overrides)
+    cfg = cfg.with_overrides(args.overrides)
+    if args.eval:
+        from metaopt.train.evaluate import check_tasks
+
+        check_tasks(args.eval_tasks.split(","))
     from metaopt import distributed
 
     multihost = distributed.initialize(args.coordinator, args.num_processes, args.process_id)
-    if cfg.devices != 1 and not multihost:  # CPU backend: the devices asked, 0 = one per core
+    if cfg.run.devices != 1 and not multihost:  # CPU backend: the devices asked, 0: per core
         try:
-            distributed.expose_cpu_devices(cfg.devices or distributed.available_cores())
-        except RuntimeError:  # JAX already started (main() called in-process): validate() below
+            distributed.expose_cpu_devices(cfg.run.devices or distributed.available_cores())
+        except RuntimeError:  # JAX already started (main() called in-process): validation
             pass  # still rejects a device count that this process does not have
-    if args.eval:
-        from metaopt.train.evaluate import EVAL_TASKS
-
-        for name in args.eval_tasks.split(","):
-            check_choice("eval_tasks", name, EVAL_TASKS)
     import jax
 
-    from metaopt import lopt
-    from metaopt.train.config import validate
     from metaopt.train.loop import train
 
-    validate(cfg, lopt.names(), jax.device_count())
     summary = train(cfg, run_dir, resume=bool(args.resume), progress=not args.quiet)
     last = summary["last_metrics"]
     if last:
         print(f"outer step {summary['step']}: meta_loss {last.get('meta_loss', float('nan')):.4f}"
-              f", {last.get('task_steps_per_s', 0):,.0f} task-steps/s ({summary['reason']})")
+              f", {last.get('inner_steps_per_s', 0):,.0f} inner steps/s ({summary['reason']})")
     if args.eval and summary["reason"] == "finished" and jax.process_index() == 0:
         from metaopt.train.plot import plot_run
 
         for path in plot_run(run_dir):
             print(f"wrote {path}")
-        return _eval_run(run_dir, args.eval_tasks.split(","), args.eval_steps, args.eval_seeds)
+        return _eval(run_dir, args.eval_tasks.split(","), args.eval_steps, args.eval_seeds,
+                     run_dir / "eval")
     return 0
 
 
-def _eval_run(run_dir, task_names, steps: int, seeds: int, out_dir=None) -> int:
-    import jax
+def _eval(source, task_names, steps: int, seeds: int, out_dir) -> int:
+    from metaopt.train.evaluate import evaluate, saved_candidates, write_report
 
-    from metaopt.train.artifacts import load_learned_optimizer, read_config
-    from metaopt.train.evaluate import evaluate, write_report
-
-    lopt, theta = load_learned_optimizer(run_dir)
-    cfg = read_config(run_dir)
-    theta0 = lopt.init(jax.random.fold_in(jax.random.key(cfg.seed), 0))
-    optimizers = {f"{lopt.name} (meta-trained)": lopt.optimizer(theta),
-                  f"{lopt.name} (untrained start)": lopt.optimizer(theta0)}
-    results = evaluate(optimizers, task_names, steps=steps, seeds=seeds)
-    out_dir = out_dir or run_dir / "eval"
-    print(write_report(results, out_dir, f"Evaluation of {run_dir}"))
+    results = evaluate(saved_candidates(source), task_names, steps=steps, seeds=seeds)
+    print(write_report(results, out_dir, f"Evaluation of {source}"))
     print(f"wrote {out_dir}/eval.md, eval.json and eval_<task>.png")
     return 0
 
@@ -138,30 +128,28 @@ def _eval_run(run_dir, task_names, steps: int, seeds: int, out_dir=None) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import pathlib
 
-    from metaopt import pretrained
-    from metaopt.config import ConfigError, check_choice
-    from metaopt.train.evaluate import EVAL_TASKS
+    from metaopt.io.saved import resolve
+    from metaopt.train.evaluate import check_tasks
 
-    for name in args.tasks.split(","):
-        check_choice("tasks", name, EVAL_TASKS)
-    run_dir = pretrained.resolve(args.run_dir)
-    if not (run_dir / "theta.msgpack").exists():
-        raise ConfigError("run_dir", f"{args.run_dir} is neither a run directory with a trained "
-                          f"theta (theta.msgpack) nor a pretrained name {pretrained.names()}")
-    out_dir = pathlib.Path(args.out) if args.out else None
-    if out_dir is None and run_dir.parent == pretrained.ROOT:  # never write into the package
-        out_dir = pathlib.Path("runs") / f"eval-{run_dir.name}"
-    return _eval_run(run_dir, args.tasks.split(","), args.steps, args.seeds, out_dir)
+    task_names = check_tasks(args.tasks.split(","))
+    file = resolve(args.run_dir)  # SpecError naming the source if there is nothing to load
+    if args.out:
+        out_dir = pathlib.Path(args.out)
+    elif pathlib.Path(args.run_dir).is_dir():
+        out_dir = pathlib.Path(args.run_dir) / "eval"
+    else:  # a pretrained name or a file: never write into the package
+        out_dir = pathlib.Path("runs") / f"eval-{file.parent.name if file.is_file() else file.name}"
+    return _eval(args.run_dir, task_names, args.steps, args.seeds, out_dir)
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
     import pathlib
 
-    from metaopt.config import ConfigError
+    from metaopt.spec import SpecError
     from metaopt.train.plot import plot_run
 
     if not (pathlib.Path(args.run_dir) / "metrics.jsonl").exists():
-        raise ConfigError("run_dir", f"{args.run_dir} has no metrics.jsonl (not a run directory)")
+        raise SpecError("run_dir", f"{args.run_dir} has no metrics.jsonl (not a run directory)")
     for path in plot_run(args.run_dir):
         print(path)
     return 0
@@ -203,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="meta-train a learned optimizer from a preset")
     train.add_argument("preset", nargs="?", help="a preset name (metaopt/train/presets.py)")
-    train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    train.add_argument("overrides", nargs="*", metavar="key=value",
+                       help="dotted overrides: lopt.hidden=64,64 estimator.sigma=0.01 "
+                            "outer.learning_rate=1e-3 run.outer_steps=100 lopt=mlp ...")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
     train.add_argument("--run-dir", help="where to write (default runs/PRESET-TIMESTAMP)")
     train.add_argument("--eval", action="store_true", help="evaluate on held-out tasks after")
@@ -220,11 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="train held-out tasks with a run's learned optimizer")
-    ev.add_argument("run_dir", metavar="RUN_DIR_OR_NAME",
-                    help="a run directory or a pretrained name (metaopt.pretrained.names())")
+    ev.add_argument("run_dir", metavar="SOURCE",
+                    help="a run directory, an optimizer.msgpack file or a pretrained name "
+                         "(metaopt.pretrained.names())")
     ev.add_argument("--out", help="output folder (default RUN_DIR/eval, or runs/eval-NAME)")
     ev.add_argument("--tasks", default="digits_mlp,mlp_family",
-                    help="comma-separated: digits_mlp, digits_cnn, mlp_family, quadratic")
+                    help="comma-separated task registry names (metaopt.tasks.names())")
     ev.add_argument("--steps", type=_positive_int, default=200)
     ev.add_argument("--seeds", type=_positive_int, default=5)
     ev.set_defaults(func=cmd_eval)
@@ -236,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from metaopt.config import ConfigError
+    from metaopt.spec import SpecError
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -248,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides, args.preset = [args.preset, *args.overrides], None
     try:
         return args.func(args)
-    except ConfigError as err:  # bad input found past argument parsing: one line, exit 2
+    except SpecError as err:  # bad input found past argument parsing: one line, exit 2
         print(f"metaopt {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -1,77 +1,126 @@
-"""From a :class:`TrainConfig` to the pure pieces: inner problem, learned optimizer,
-estimator and outer trainer. No disk or clock here except reading a frozen optimizer."""
+"""From a :class:`RunConfig` to the pure pieces: inner problem(s), learned optimizer,
+estimator and outer trainer, everything resolved through the registries; and
+:func:`validate`, which checks a config by building it (no JAX computation).
+
+Errors from a constructor (``ValueError("sigma: must be ...")``) come out as
+:class:`~metaopt.spec.SpecError` keyed by the dotted config key (``estimator.sigma``).
+"""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import contextlib
+from typing import NamedTuple
 
 import jax
-import optax
 
-from metaopt import estimators, tasks
+from metaopt import estimators, outer_optimizers, tasks
 from metaopt import lopt as lopt_lib
 from metaopt.inner import InnerProblem, inner_problem, truncation
 from metaopt.outer import OuterTrainer, outer_trainer
-from metaopt.train.config import TrainConfig
-from metaopt.train.outer_opt import frozen_optimizer, self_optimizer
+from metaopt.spec import Registry, Spec, SpecError
+from metaopt.train.config import RunConfig
 
 
 class Built(NamedTuple):
-    cfg: TrainConfig
-    problem: InnerProblem
+    cfg: RunConfig
+    problems: dict[str, InnerProblem]  # per task family (one for a single task)
     lopt: lopt_lib.LearnedOptimizer
     estimator: estimators.Estimator
     trainer: OuterTrainer
-    theta0: Any
 
 
-def make_task(cfg: TrainConfig):
-    if cfg.task == "digits_mlp":
-        return tasks.mlp_classifier(hidden=cfg.hidden, batch_size=cfg.batch_size)
-    if cfg.task == "mlp_family":
-        return tasks.make("mlp_family", hidden=cfg.hidden, batch_size=cfg.batch_size)
-    return tasks.quadratic_family(dim=10)
+@contextlib.contextmanager
+def keyed(key: str, registry: Registry | None = None, name: str | None = None):
+    """Re-raise a constructor's ValueError / TypeError as SpecError keyed ``key.FIELD`` when
+    its message starts with one of the entry's options, else ``key``."""
+    try:
+        yield
+    except SpecError:
+        raise
+    except (ValueError, TypeError) as err:
+        field, sep, rest = str(err).partition(": ")
+        options = registry.options(name) if registry is not None and name else {}
+        if sep and field in options:
+            raise SpecError(f"{key}.{field}", rest) from None
+        raise SpecError(key, str(err)) from None
 
 
-def make_schedule(cfg: TrainConfig) -> truncation.TruncationSchedule:
-    if cfg.schedule == "log_uniform":
-        return truncation.log_uniform(cfg.min_episode_length, cfg.episode_length)
-    return truncation.constant(cfg.episode_length)
+def needs_valid(cfg: RunConfig) -> bool:
+    """The inner problem measures validation losses: the estimator weighs them, or the
+    learned optimizer is given them."""
+    return cfg.meta_loss != "train" or cfg.inner.feed_valid_loss
 
 
-def make_estimator(cfg: TrainConfig, problem: InnerProblem, num_tasks: int,
-                   axis_name: str | None = None):
-    kwargs: dict[str, Any] = {"num_tasks": num_tasks, "meta_loss": cfg.meta_loss}
-    if axis_name is not None:
-        kwargs["axis_name"] = axis_name
-    if cfg.estimator in ("pes", "truncated_es", "es"):
-        kwargs["sigma"] = cfg.sigma
-    if cfg.estimator in ("pes", "truncated_es", "tbptt"):
-        kwargs["unroll_length"] = cfg.truncation
-    return estimators.make(cfg.estimator, problem, **kwargs)
+def make_estimator(spec: Spec, problem: InnerProblem, num_tasks: int,
+                   axis_name: str | None, key: str = "estimator") -> estimators.Estimator:
+    """The estimator ``spec`` on ``problem`` for ``num_tasks`` local tasks."""
+    with keyed(key, estimators.REGISTRY, spec.name):
+        return estimators.REGISTRY.make(spec, problem, num_tasks=num_tasks, axis_name=axis_name)
 
 
-def make_outer_optimizer(cfg: TrainConfig, lopt) -> optax.GradientTransformation:
-    if cfg.outer_optimizer == "self":
-        return self_optimizer(lopt, warmup_steps=cfg.self_warmup_steps,
-                              warmup=optax.adam(cfg.outer_lr))
-    if cfg.outer_optimizer == "frozen":
-        return frozen_optimizer(cfg.frozen_from)
-    return getattr(optax, cfg.outer_optimizer)(cfg.outer_lr)
+def _is_mixture(cfg: RunConfig) -> bool:
+    return not isinstance(cfg.task, Spec)
 
 
-def build(cfg: TrainConfig, num_tasks: int | None = None, axis_name: str | None = None) -> Built:
+def build(cfg: RunConfig, num_tasks: int | None = None, axis_name: str | None = None) -> Built:
     """Build everything a run needs.
 
-    For data parallelism, ``num_tasks`` is the per-device task count and ``axis_name`` the
-    mesh axis the estimator and outer step average over.
+    For data parallelism, ``num_tasks`` is the per-device task count (of every family) and
+    ``axis_name`` the mesh axis the estimator and outer step average over.
     """
-    lopt = lopt_lib.make(cfg.lopt)
-    valid = cfg.meta_loss in ("valid", "last")
-    problem = inner_problem(make_task(cfg), lambda theta: lopt.optimizer(theta),
-                            schedule=make_schedule(cfg), valid=valid, feed_valid_loss=valid)
-    est = make_estimator(cfg, problem, num_tasks or cfg.num_tasks, axis_name)
-    trainer = outer_trainer(est, make_outer_optimizer(cfg, lopt),
-                            clip_norm=cfg.clip_norm or None, axis_name=axis_name)
-    theta0 = lopt.init(jax.random.fold_in(jax.random.key(cfg.seed), 0))
-    return Built(cfg, problem, lopt, est, trainer, theta0)
+    if not isinstance(cfg, RunConfig):
+        raise TypeError(f"cfg: expected a metaopt.train.config.RunConfig, got "
+                        f"{type(cfg).__name__}")
+    with keyed("lopt", lopt_lib.REGISTRY, cfg.lopt.name):
+        lopt = lopt_lib.REGISTRY.make(cfg.lopt)
+    with keyed("schedule", truncation.REGISTRY, cfg.schedule.name):
+        schedule = truncation.REGISTRY.make(cfg.schedule)
+    n = num_tasks or cfg.estimator.options.get("num_tasks", 1)
+    problems, members = {}, []
+    for member, weight, spec in cfg.members():
+        key = f"task.{member}" if _is_mixture(cfg) else "task"
+        with keyed(key, tasks.REGISTRY, spec.name):
+            task = tasks.REGISTRY.make(spec)
+        problems[member] = inner_problem(task, lambda theta: lopt.optimizer(theta),
+                                         schedule=schedule, valid=needs_valid(cfg),
+                                         feed_valid_loss=cfg.inner.feed_valid_loss)
+        members.append((member, weight, make_estimator(cfg.estimator, problems[member], n,
+                                                       axis_name)))
+    est = estimators.mixture(members) if _is_mixture(cfg) else members[0][2]
+    with keyed("outer", outer_optimizers.REGISTRY, cfg.outer.name):
+        outer = outer_optimizers.REGISTRY.make(cfg.outer, lopt)
+    with keyed("run.clip_norm"):
+        trainer = outer_trainer(est, outer, clip_norm=cfg.run.clip_norm or None,
+                                axis_name=axis_name)
+    return Built(cfg, problems, lopt, est, trainer)
+
+
+def validate(cfg: RunConfig, device_count: int | None = None) -> RunConfig:
+    """Check every value of ``cfg`` (SpecError naming the dotted key and what is allowed):
+    the run settings, the devices, and every piece by building it."""
+    r = cfg.run
+    for key in ("outer_steps", "checkpoint_every", "keep", "log_every"):
+        if getattr(r, key) < 1:
+            raise SpecError(f"run.{key}", f"must be a positive integer, got {getattr(r, key)}")
+    if r.clip_norm < 0:
+        raise SpecError("run.clip_norm", f"must be >= 0 (0 disables clipping), got {r.clip_norm}")
+    count = jax.device_count() if device_count is None else device_count
+    if not 0 <= r.devices <= count:
+        raise SpecError("run.devices", f"must be in 0..{count} (0: all {count} devices), got "
+                        f"{r.devices} (on CPU, the metaopt command exposes run.devices=N CPU "
+                        f"devices; in Python call metaopt.distributed.expose_cpu_devices(N) "
+                        f"before using JAX)")
+    n_dev = r.devices or count
+    num_tasks = cfg.estimator.options.get("num_tasks", 1)
+    if num_tasks % n_dev:
+        allowed = list(range(n_dev, 4 * n_dev + 1, n_dev))
+        raise SpecError("estimator.num_tasks", f"{num_tasks} is not divisible by the device "
+                        f"count {n_dev}; allowed values are multiples of {n_dev}, e.g. {allowed}")
+    with keyed("schedule", truncation.REGISTRY, cfg.schedule.name):
+        longest = cfg.budget
+    unroll = cfg.estimator.options.get("unroll_length")
+    if isinstance(unroll, int) and unroll > longest:
+        raise SpecError("estimator.unroll_length", f"must be <= the longest episode of the "
+                        f"schedule ({longest}), got {unroll}; allowed values are 1..{longest}")
+    build(cfg)
+    return cfg

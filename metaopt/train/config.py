@@ -1,111 +1,164 @@
-"""The typed, frozen configuration of an outer-training run, and its validation.
+"""The run config: nested, typed, frozen specs, one per concept.
 
-Presets (``metaopt/train/presets.py``) are instances of :class:`TrainConfig`; the command line
-applies ``key=value`` overrides (:func:`metaopt.config.apply_overrides`) and then
-:func:`validate`, which raises :class:`~metaopt.config.ConfigError` naming the key and the
-allowed values.
+=============  ======================================================  =======================
+section        what                                                    resolved through
+=============  ======================================================  =======================
+``task``       a task / family, or a weighted mixture of families      ``metaopt.tasks``
+``schedule``   episode lengths (the step budget is its maximum)        ``inner.truncation``
+``inner``      the inner problem's settings: ``feed_valid_loss``       (settings)
+``lopt``       the learned optimizer being meta-trained                ``metaopt.lopt``
+``estimator``  the outer-gradient estimator (its ``meta_loss``: which  ``metaopt.estimators``
+               objective it weighs, train / valid / last)
+``outer``      the outer optimizer                                     ``metaopt.outer_optimizers``
+``run``        outer steps, seed, clip_norm, checkpoints, keep,        (settings)
+               log interval, devices
+=============  ======================================================  =======================
+
+Two separate settings: ``estimator.meta_loss`` says which objective the estimator weighs;
+``inner.feed_valid_loss`` whether the learned optimizer is given the validation loss as an
+input (the saved optimizer records it, and evaluation feeds it exactly then). The inner problem
+measures validation losses when either needs them.
+
+``RunConfig(...)`` resolves every section at construction (defaults filled, types checked,
+:class:`~metaopt.spec.SpecError` naming the dotted key); :func:`metaopt.train.build.validate`
+then checks the values by building the pieces. ``config.json`` in a run directory is
+:meth:`RunConfig.to_json`; the command line edits it with dotted overrides
+(:func:`metaopt.config.apply_overrides`, :meth:`RunConfig.with_overrides`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+from typing import Any
 
-from metaopt.config import ConfigError, check_choice, check_positive
+from metaopt import estimators, lopt, outer_optimizers, tasks
+from metaopt.config import Mixture, MixtureSection, SettingsSection, SpecSection, apply_overrides
+from metaopt.inner import truncation
+from metaopt.spec import Spec, SpecError
 
-ESTIMATORS = ("pes", "tbptt", "truncated_es", "es", "full_backprop")
-SCHEDULES = ("constant", "log_uniform")
-META_LOSSES = ("train", "valid", "last")
-TASKS = ("digits_mlp", "mlp_family", "quadratic")
-OUTER_OPTIMIZERS = ("adam", "sgd", "adamw", "rmsprop", "self", "frozen")
+FORMAT = "metaopt.run/2"
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """One outer-training run. Every field can be overridden as ``key=value``.
+class InnerSettings:
+    """``feed_valid_loss``: give the learned optimizer the validation loss as the
+    ``valid_loss`` extra arg (``inner_problem(..., feed_valid_loss=...)``)."""
 
-    Inner problem: ``task`` (a name in :data:`TASKS`) with ``hidden`` widths and inner
-    ``batch_size``; episodes of ``episode_length`` steps (``schedule="log_uniform"``: lengths
-    log-uniform in ``[min_episode_length, episode_length]``); ``meta_loss``.
-    Learned optimizer: ``lopt`` (a name in the ``metaopt.lopt`` registry).
-    Estimator: ``estimator`` over ``num_tasks`` tasks with truncations of ``truncation`` steps
-    and perturbation scale ``sigma`` (ES / PES).
-    Outer optimizer: ``outer_optimizer`` with ``outer_lr``; ``"self"`` trains theta with the
-    learned optimizer it defines (after ``self_warmup_steps`` of Adam); ``"frozen"`` uses the
-    learned optimizer saved in ``frozen_from`` (a run directory). ``clip_norm`` clips outer
-    gradients (0 disables).
-    Run: ``outer_steps``, ``seed``, checkpoints every ``checkpoint_every`` steps (``keep`` kept),
-    metrics every ``log_every`` steps, ``devices`` (0: all local devices) for data parallelism.
-    On a CPU-only machine the ``metaopt`` command exposes ``devices=N`` CPU devices (``0``: one
-    per core), each on its own thread (about 2.4x the one-device throughput on 2 cores).
-    """
+    feed_valid_loss: bool = False
 
-    task: str = "digits_mlp"
-    hidden: tuple[int, ...] = (32,)
-    batch_size: int = 128
-    episode_length: int = 200
-    min_episode_length: int = 20
-    schedule: str = "constant"
-    meta_loss: str = "train"
-    lopt: str = "mlp_small"
-    estimator: str = "pes"
-    num_tasks: int = 8
-    truncation: int = 20
-    sigma: float = 0.01
-    outer_optimizer: str = "adam"
-    outer_lr: float = 3e-3
-    clip_norm: float = 1.0
-    self_warmup_steps: int = 0
-    frozen_from: str = ""
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """The run's own settings. ``clip_norm``: outer-gradient clipping (0 disables);
+    ``devices``: devices the task batch is split over (0: all; on CPU the command exposes
+    ``devices=N`` CPU devices, 0: one per core)."""
+
     outer_steps: int = 200
     seed: int = 0
+    clip_norm: float = 1.0
     checkpoint_every: int = 50
     keep: int = 3
     log_every: int = 10
     devices: int = 1
 
 
-def validate(cfg: TrainConfig, lopt_names: list[str], device_count: int) -> TrainConfig:
-    """Check every field; raise ConfigError naming the first bad key."""
-    check_choice("task", cfg.task, TASKS)
-    check_choice("schedule", cfg.schedule, SCHEDULES)
-    check_choice("meta_loss", cfg.meta_loss, META_LOSSES)
-    check_choice("estimator", cfg.estimator, ESTIMATORS)
-    check_choice("outer_optimizer", cfg.outer_optimizer, OUTER_OPTIMIZERS)
-    check_choice("lopt", cfg.lopt, lopt_names)
-    for key in ("batch_size", "episode_length", "min_episode_length", "num_tasks", "truncation",
-                "outer_steps", "checkpoint_every", "keep", "log_every"):
-        check_positive(key, getattr(cfg, key))
-    if not cfg.hidden or any(w <= 0 for w in cfg.hidden):
-        raise ConfigError("hidden", f"must be positive integer widths, got {cfg.hidden!r}")
-    for key in ("sigma", "outer_lr"):
-        check_positive(key, getattr(cfg, key), integer=False)
-    if cfg.clip_norm < 0:
-        raise ConfigError("clip_norm", f"must be >= 0 (0 disables clipping), got {cfg.clip_norm}")
-    if cfg.self_warmup_steps < 0:
-        raise ConfigError("self_warmup_steps", f"must be >= 0, got {cfg.self_warmup_steps}")
-    if cfg.min_episode_length > cfg.episode_length:
-        raise ConfigError("min_episode_length", f"must be <= episode_length "
-                          f"({cfg.episode_length}), got {cfg.min_episode_length}")
-    if cfg.truncation > cfg.episode_length:
-        raise ConfigError("truncation", f"must be <= episode_length ({cfg.episode_length}), "
-                          f"got {cfg.truncation}; allowed values are 1..{cfg.episode_length}")
-    if cfg.outer_optimizer == "frozen":
-        from metaopt import pretrained
+SECTIONS = {
+    "task": MixtureSection(SpecSection(tasks.REGISTRY)),
+    "schedule": SpecSection(truncation.REGISTRY,
+                            fallbacks={"length": 200, "min_length": 20, "max_length": 200}),
+    "inner": SettingsSection(InnerSettings),
+    "lopt": SpecSection(lopt.REGISTRY),
+    "estimator": SpecSection(estimators.REGISTRY, hidden=("axis_name",),
+                             fallbacks={"num_tasks": 8, "sigma": 0.01, "unroll_length": 20,
+                                        "gamma": 0.9}),
+    "outer": SpecSection(outer_optimizers.REGISTRY),
+    "run": SettingsSection(RunSettings),
+}
 
-        if not cfg.frozen_from:
-            raise ConfigError("frozen_from", "outer_optimizer=frozen needs frozen_from=RUN_DIR "
-                              f"or a pretrained name {pretrained.names()}")
-        if not (pretrained.resolve(cfg.frozen_from) / "theta.msgpack").exists():
-            raise ConfigError("frozen_from", f"{cfg.frozen_from!r} is neither a run directory "
-                              f"with theta.msgpack nor a pretrained name {pretrained.names()}")
-    if cfg.devices < 0 or cfg.devices > device_count:
-        raise ConfigError("devices", f"must be in 0..{device_count} (0: all {device_count} "
-                          f"devices), got {cfg.devices} (on CPU, the metaopt command exposes "
-                          f"devices=N CPU devices; in Python call "
-                          f"metaopt.distributed.expose_cpu_devices(N) before using JAX)")
-    n_dev = cfg.devices or device_count
-    if cfg.num_tasks % n_dev:
-        allowed = [n for n in range(n_dev, 4 * n_dev + 1, n_dev)]
-        raise ConfigError("num_tasks", f"{cfg.num_tasks} is not divisible by the device count "
-                          f"{n_dev}; allowed values are multiples of {n_dev}, e.g. {allowed}")
-    return cfg
+#: keys of the flat pre-0.2 config, for "did you mean" hints
+FLAT_KEYS = {
+    "hidden": "task.hidden", "batch_size": "task.batch_size",
+    "episode_length": "schedule.length or schedule.max_length",
+    "min_episode_length": "schedule.min_length", "meta_loss": "estimator.meta_loss",
+    "num_tasks": "estimator.num_tasks", "truncation": "estimator.unroll_length",
+    "sigma": "estimator.sigma", "outer_optimizer": "outer.name",
+    "outer_lr": "outer.learning_rate", "self_warmup_steps": "outer.warmup_steps",
+    "frozen_from": "outer.source", "clip_norm": "run.clip_norm",
+    **{k: f"run.{k}" for k in ("outer_steps", "seed", "checkpoint_every", "keep", "log_every",
+                              "devices")},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """One outer-training run (module docstring); sections accept a Spec, a registry name,
+    or their JSON form, and are resolved at construction."""
+
+    task: Spec | Mixture
+    schedule: Spec
+    lopt: Spec
+    estimator: Spec
+    outer: Spec
+    inner: InnerSettings = InnerSettings()
+    run: RunSettings = RunSettings()
+
+    def __post_init__(self):
+        for name, section in SECTIONS.items():
+            object.__setattr__(self, name, section.resolve(name, getattr(self, name)))
+
+    def to_json(self) -> dict[str, Any]:
+        """The nested JSON form (``config.json``)."""
+        return {"format": FORMAT, **{name: section.to_json(getattr(self, name))
+                                     for name, section in SECTIONS.items()}}
+
+    @classmethod
+    def from_json(cls, data: Any) -> RunConfig:
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise SpecError("config", f"not a run config of this version (format {FORMAT!r})")
+        missing = [s for s in SECTIONS if s not in data]
+        unknown = [s for s in data if s not in SECTIONS and s != "format"]
+        if missing or unknown:
+            key = (unknown or missing)[0]
+            raise SpecError(key, f"{'unknown' if unknown else 'missing'} section; the sections "
+                            f"are {list(SECTIONS)}")
+        return cls(**{s: data[s] for s in SECTIONS})
+
+    def with_overrides(self, overrides: Sequence[str]) -> RunConfig:
+        """This config with dotted ``key=value`` overrides (:mod:`metaopt.config`)."""
+        if not overrides:
+            return self
+        return RunConfig.from_json(apply_overrides(self.to_json(), overrides, SECTIONS,
+                                                   FLAT_KEYS))
+
+    def members(self) -> tuple[tuple[str, float, Spec], ...]:
+        """``(name, weight, task spec)`` per task family (one for a single task)."""
+        if isinstance(self.task, Mixture):
+            return tuple((m.member, m.weight, m.task) for m in self.task.members)
+        return ((self.task.name, 1.0, self.task),)
+
+    @property
+    def meta_loss(self) -> str:
+        """What the estimator weighs: its ``meta_loss`` option ("valid" for the
+        hypergradients, which weigh the validation loss by definition)."""
+        return self.estimator.options.get("meta_loss", "valid")
+
+    @property
+    def budget(self) -> int:
+        """The step budget the learned optimizer is meta-trained for: the longest episode."""
+        return truncation.REGISTRY.make(self.schedule).max_length
+
+
+def diff(a: RunConfig, b: RunConfig, ignore: Sequence[str] = ()) -> list[str]:
+    """Dotted keys where ``a`` and ``b`` differ (``ignore``: keys that may)."""
+    out = []
+
+    def walk(x, y, key):
+        if isinstance(x, dict) and isinstance(y, dict):
+            for k in dict.fromkeys([*x, *y]):
+                walk(x.get(k), y.get(k), f"{key}.{k}" if key else k)
+        elif x != y and key not in ignore:
+            out.append(key)
+
+    walk(a.to_json(), b.to_json(), "")
+    return out

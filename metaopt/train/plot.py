@@ -6,7 +6,7 @@ import pathlib
 
 from metaopt.io.metrics import read_metrics
 
-PLOTTED = ("meta_loss", "grad_norm", "task_steps_per_s", "nonfinite_steps", "skipped_total")
+PLOTTED = ("meta_loss", "grad_norm", "inner_steps_per_s", "nonfinite_steps", "skipped_total")
 
 
 def plot_run(run_dir: str | pathlib.Path) -> list[pathlib.Path]:
