@@ -2,8 +2,10 @@
 command), and 2 local processes joined by ``jax.distributed`` (gloo collectives), each against
 one process running all tasks.
 
-Every run is a fresh subprocess (the device count is fixed when JAX starts). Equality is up
-to float32 summation order: the per-device means are averaged by ``pmean`` instead of summed in
+Every run is a fresh subprocess (the device count is fixed when JAX starts), awaited on its
+exit with a limit of many minutes (a loaded machine makes it slower, not failing; the two
+processes wait for each other inside ``jax.distributed.initialize``). Equality is up to float32
+summation order: the per-device means are averaged by ``pmean`` instead of summed in
 one reduction, so thetas agree to ~1e-7, not bit for bit; an error in how tasks or randomness
 are split would change them at the 1e-2 level.
 """
@@ -18,12 +20,15 @@ import jax
 import numpy as np
 import pytest
 
+import metaopt
 from metaopt.io.metrics import read_metrics
 from metaopt.train import artifacts
 
 WORKER = pathlib.Path(__file__).with_name("dist_worker.py")
 ROOT = WORKER.parents[2]
-OVERRIDES = ("num_tasks=4", "outer_steps=3", "checkpoint_every=3", "clip_norm=0.0")  # as the worker
+OVERRIDES = ("estimator.num_tasks=4", "run.outer_steps=3", "run.checkpoint_every=3",
+             "run.clip_norm=0")  # as the worker
+WAIT = 1800  # seconds: an upper bound for a busy machine, not an expected duration
 
 
 def _launch(mode, run_dir, *extra):
@@ -33,14 +38,14 @@ def _launch(mode, run_dir, *extra):
                             text=True)
 
 
-def _finish(proc, timeout=300):
+def _finish(proc, timeout=WAIT):
     out, _ = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, out[-3000:]
     return out
 
 
 def _theta(run_dir):
-    _, theta = artifacts.load_learned_optimizer(run_dir)
+    _, theta = metaopt.load_optimizer(run_dir)
     return jax.tree.leaves(theta)
 
 
@@ -72,15 +77,15 @@ def single(tmp_path_factory):
 
 
 def test_four_cpu_devices_give_the_one_device_update(single, tmp_path):
-    """``metaopt train ... devices=4`` exposes 4 CPU devices itself (validation rejects a
+    """``metaopt train ... run.devices=4`` exposes 4 CPU devices itself (validation rejects a
     device count the process does not have, so the run finishing shows they existed)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
-    cmd = [sys.executable, "-m", "metaopt.cli", "train", "smoke", *OVERRIDES, "devices=4",
+    cmd = [sys.executable, "-m", "metaopt.cli", "train", "smoke", *OVERRIDES, "run.devices=4",
            "--quiet", "--run-dir", str(tmp_path)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     assert "outer step 3:" in _finish(proc)
-    assert artifacts.read_config(tmp_path).devices == 4
+    assert artifacts.read_config(tmp_path).run.devices == 4
     _assert_same_update(single, tmp_path)
 
 
@@ -101,3 +106,18 @@ def test_two_processes_give_the_one_process_update(single, tmp_path):
     for out in outs:
         assert "devices 2 processes 2 step 3" in out
     _assert_same_update(single, tmp_path)
+
+
+def test_reverse_mode_and_es_estimators_give_the_one_device_update(tmp_path):
+    """Sharded steps of TBPTT and IFT (reverse mode through the replicated theta) and ES (a
+    ``cond`` over device-varying values) equal one device. With shard_map's ``check_vma=True``
+    the first two silently differed (the gradient was summed over devices twice) and ES did not
+    trace (``metaopt.distributed.sharded_step``)."""
+    out = _finish(_launch("estimators", tmp_path, "tbptt", "ift", "es"))
+    runs = {tuple(line.split()[:2]): float(line.split()[2]) for line in out.splitlines()
+            if line.split()[:1] and line.split()[0] in ("tbptt", "ift", "es")}
+    assert len(runs) == 6, out[-3000:]
+    for name in ("tbptt", "ift", "es"):
+        one, two = runs[(name, "1")], runs[(name, "2")]
+        assert one != -2.3025851  # theta moved from log(0.1)
+        np.testing.assert_allclose(two, one, rtol=1e-6)

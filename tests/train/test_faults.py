@@ -3,31 +3,34 @@ reset and counted, their contributions masked) and, through a gradient poisoned 
 truncations, non-finite outer gradients (the update is skipped and counted); training goes on
 to the last step with a finite theta that keeps moving."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+import metaopt
 from metaopt.io.metrics import read_metrics
-from metaopt.train import artifacts, build, presets
-from metaopt.train.loop import train
+from metaopt.spec import Spec
+from metaopt.train import build
+from metaopt.train.config import RunConfig
+from metaopt.train.loop import run_keys, train
 
 STEPS = 10
 # learnable SGD (lr 0.1) on 10-d quadratics, PES with sigma = 3 on log lr: perturbed
 # particles use learning rates up to ~e^3 times larger and diverge within a truncation
-UNSTABLE = dataclasses.replace(
-    presets.PRESETS["smoke"], task="quadratic", lopt="sgd", estimator="pes", sigma=3.0,
-    episode_length=80, truncation=40, num_tasks=8, outer_steps=STEPS, log_every=1,
-    checkpoint_every=STEPS, outer_optimizer="sgd", outer_lr=0.3, seed=1)
+UNSTABLE = RunConfig(
+    task="quadratic", schedule=Spec("constant", {"length": 80}), lopt="sgd",
+    estimator=Spec("pes", {"num_tasks": 8, "unroll_length": 40, "sigma": 3.0,
+                           "meta_loss": "train"}),
+    outer=Spec("sgd", {"learning_rate": 0.3}),
+    run={"outer_steps": STEPS, "log_every": 1, "checkpoint_every": STEPS, "seed": 1})
 
 
 def _poison_when_many_tasks_restart(real):
     """The real estimator, except that a truncation in which >= 2 tasks restarted returns a
     NaN gradient (as an estimator without per-task masking would)."""
 
-    def make(cfg, problem, num_tasks, axis_name=None):
-        est = real(cfg, problem, num_tasks, axis_name)
+    def make(spec, problem, num_tasks, axis_name=None, key="estimator"):
+        est = real(spec, problem, num_tasks, axis_name, key)
 
         def estimate(key, theta, state):
             grad, state, metrics = est.estimate(key, theta, state)
@@ -57,7 +60,7 @@ def test_unstable_training_resets_tasks_skips_updates_and_continues(tmp_path, mo
     assert rows[-1]["skipped_total"] == sum(poisoned)
     assert 0 < sum(poisoned) < STEPS
     # theta moved on the steps that were not skipped
-    lopt, theta = artifacts.load_learned_optimizer(tmp_path)
-    theta0 = lopt.init(jax.random.fold_in(jax.random.key(UNSTABLE.seed), 0))
+    lopt, theta = metaopt.load_optimizer(tmp_path)
+    theta0 = lopt.init(run_keys(UNSTABLE.run.seed).theta)
     assert abs(float(theta["log_lr"]) - float(theta0["log_lr"])) > 1e-3
     assert np.isfinite(float(theta["log_lr"]))

@@ -1,7 +1,8 @@
-"""Outer optimizers made of learned optimizers: self-training (theta updates itself, after an
-Adam warm-up) against the closed form of learnable SGD, and a frozen pretrained optimizer."""
+"""Outer optimizers made of learned optimizers (core registry ``metaopt.outer_optimizers``):
+self-training against the closed form of learnable SGD, a frozen pretrained optimizer, and
+``hierarchical`` -- which needs the ``loss`` extra arg -- as a self-trained and as a frozen
+outer optimizer through ``metaopt train``."""
 
-import dataclasses
 import math
 
 import jax
@@ -9,12 +10,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import metaopt
 from metaopt import lopt as lopt_lib
-from metaopt import pretrained
-from metaopt.train import artifacts, presets
-from metaopt.train.evaluate import curves, make_eval_task
+from metaopt import outer_optimizers
+from metaopt.spec import Spec
+from metaopt.train.config import RunConfig
+from metaopt.train.evaluate import curves
 from metaopt.train.loop import train
-from metaopt.train.outer_opt import frozen_optimizer, self_optimizer
 
 
 def test_self_training_sgd_follows_its_own_learning_rate_after_adam_warmup():
@@ -22,7 +24,7 @@ def test_self_training_sgd_follows_its_own_learning_rate_after_adam_warmup():
     sgd = lopt_lib.make("sgd")
     theta = sgd.init(jax.random.key(0))
     assert set(theta) == {"log_lr"}
-    tx = self_optimizer(sgd, warmup_steps=1, warmup=optax.adam(0.01))
+    tx = outer_optimizers.make("self", sgd, warmup_steps=1, warmup_learning_rate=0.01)
     state = tx.init(theta)
     upd = jax.jit(tx.update)
     expected = math.log(0.1)
@@ -37,8 +39,8 @@ def test_self_training_sgd_follows_its_own_learning_rate_after_adam_warmup():
 
 
 def test_frozen_pretrained_optimizer_is_the_saved_learned_optimizer():
-    opt, theta = pretrained.load("mlp_small_digits")
-    frozen = frozen_optimizer("mlp_small_digits")
+    opt, theta = metaopt.load_optimizer("mlp_small_digits")
+    frozen = outer_optimizers.make("frozen", None, source="mlp_small_digits")
     params = {"w": jnp.linspace(-1.0, 1.0, 12).reshape(3, 4), "b": jnp.ones(4)}
     grads = jax.tree.map(lambda p: jnp.sin(3.0 * p) + 0.1, params)
     a, _ = frozen.update(grads, frozen.init(params), params)
@@ -52,12 +54,11 @@ def test_pretrained_mlp_small_beats_its_untrained_start_and_sgd_on_digits():
     """The shipped quickstart optimizer: on the digits MLP (2 seeds, 120 steps) its final
     training loss is under half that of its untrained init and of SGD(0.1) (measured when it
     was saved, 200 steps: about 1/10 of both)."""
-    opt, theta = pretrained.load("mlp_small_digits")
-    task = make_eval_task("digits_mlp")
+    opt, theta = metaopt.load_optimizer("mlp_small_digits")
+    task = metaopt.tasks.make("digits_mlp")
+    untrained = opt.init(jax.random.fold_in(jax.random.key(0), 0))  # its start (streams 1)
     final = {}
-    for label, tx in {"trained": opt.optimizer(theta),
-                      "untrained": opt.optimizer(opt.init(jax.random.fold_in(jax.random.key(0),
-                                                                             0))),
+    for label, tx in {"trained": opt.optimizer(theta), "untrained": opt.optimizer(untrained),
                       "sgd": optax.sgd(0.1)}.items():
         c = curves(task, tx, steps=120, seeds=2)["train"]
         final[label] = float(np.mean(c[:, -12:]))
@@ -65,19 +66,52 @@ def test_pretrained_mlp_small_beats_its_untrained_start_and_sgd_on_digits():
     assert final["trained"] < 0.5 * final["sgd"], final
 
 
-def test_metaopt_train_self_and_frozen_outer_optimizers_run(tmp_path):
-    # learnable SGD on quadratics keeps compilation short; theta = {log_lr}
-    base = dataclasses.replace(presets.PRESETS["smoke"], task="quadratic", lopt="sgd",
-                               outer_steps=3, checkpoint_every=3)
-    for name, cfg in {
-        "self": dataclasses.replace(base, outer_optimizer="self", self_warmup_steps=1),
-        "frozen": dataclasses.replace(base, outer_optimizer="frozen",
-                                      frozen_from="mlp_small_digits"),
-    }.items():
-        summary = train(cfg, tmp_path / name, progress=False)
-        assert summary["step"] == 3 and summary["theta_finite"], name
-        _, theta = artifacts.load_learned_optimizer(tmp_path / name)
-        theta0 = lopt_lib.make(cfg.lopt).init(jax.random.fold_in(jax.random.key(cfg.seed), 0))
-        moved = max(float(jnp.max(jnp.abs(a - b)))
-                    for a, b in zip(jax.tree.leaves(theta), jax.tree.leaves(theta0)))
-        assert moved > 0.0, name
+def _synthetic_estimator(theta0):
+    """A stand-in estimator (no inner unroll to compile): gradient ``0.1 sign(theta0)`` and a
+    meta-loss that changes from call to call."""
+    from metaopt.estimators import Estimator, NoState
+
+    def estimate(key, theta, state):
+        grad = jax.tree.map(lambda x: 0.1 * jnp.sign(x) + 0.01, theta0)
+        return grad, state, {"meta_loss": jax.random.uniform(key) + 1.0,
+                             "inner_steps": jnp.float32(0.0)}
+
+    return Estimator(lambda key, theta: NoState(), estimate)
+
+
+def test_hierarchical_trains_itself_with_the_meta_loss_as_its_loss():
+    """Defect 2 (self): ``hierarchical`` needs ``loss=`` in ``update``; as its own outer
+    optimizer it passed validation and then raised MissingExtraArgError (exit 1). The outer
+    step now passes the meta-loss."""
+    h = lopt_lib.make("hierarchical")
+    theta = h.init(jax.random.key(0))
+    trainer = metaopt.outer_trainer(_synthetic_estimator(theta), outer_optimizers.make("self", h))
+    state = trainer.init(jax.random.key(1), theta)
+    step = jax.jit(trainer.step)
+    for k in range(3):
+        state, metrics = step(jax.random.key(10 + k), state)
+        assert float(metrics["skipped"]) == 0.0
+    moved = [float(jnp.max(jnp.abs(a - b)))
+             for a, b in zip(jax.tree.leaves(state.theta), jax.tree.leaves(theta))]
+    assert max(moved) > 0.0 and all(np.isfinite(moved))
+
+
+def test_frozen_hierarchical_outer_optimizer_through_metaopt_train(tmp_path):
+    """Defect 2 (frozen): ``metaopt train ... outer.name=frozen outer.source=<a saved
+    hierarchical>`` crashed the same way; now it trains."""
+    h = lopt_lib.make("hierarchical")
+    metaopt.save_optimizer(tmp_path / "h", Spec("hierarchical"), h.init(jax.random.key(0)),
+                           num_steps=100, feed_valid_loss=False)
+    cfg = RunConfig(task="quadratic", schedule=Spec("constant", {"length": 8}), lopt="sgd",
+                    estimator=Spec("pes", {"num_tasks": 2, "unroll_length": 4, "sigma": 0.1,
+                                           "meta_loss": "train"}),
+                    outer=Spec("frozen", {"source": str(tmp_path / "h")}),
+                    run={"outer_steps": 3, "checkpoint_every": 3, "log_every": 1})
+    summary = train(cfg, tmp_path / "run", progress=False)
+    assert summary["step"] == 3 and summary["theta_finite"]
+    assert summary["last_metrics"]["skipped_total"] == 0.0
+    from metaopt.train.loop import run_keys
+
+    _, theta = metaopt.load_optimizer(tmp_path / "run")
+    theta0 = lopt_lib.make("sgd").init(run_keys(0).theta)
+    assert abs(float(theta["log_lr"]) - float(theta0["log_lr"])) > 0.0
