@@ -41,8 +41,7 @@ def make_eval_task(name: str):
 
 def curves(task, optimizer, steps: int, seeds: int, seed: int = 1234) -> dict[str, np.ndarray]:
     """Train ``seeds`` instances of ``task`` with ``optimizer``; losses ``[seeds, steps]``."""
-    ip = inner_problem(task, optimizer, schedule=truncation.constant(steps + 1),
-                       )
+    ip = inner_problem(task, optimizer, schedule=truncation.constant(steps + 1))
     key = jax.random.key(seed)  # the same task instances and batches for every optimizer
     states = ip.init_batch(key, None, seeds)
     keys = jax.random.split(jax.random.fold_in(key, 1), seeds)
@@ -54,8 +53,7 @@ def adam_grid_curves(task, lrs, steps: int, seeds: int, seed: int = 1234) -> dic
     """:func:`curves` of ``optax.adam(lr)`` for every ``lr`` in ``lrs``, vmapped over the
     learning rates in one compiled unroll (same task instances and batches as :func:`curves`).
     """
-    ip = inner_problem(task, lambda lr: optax.adam(lr), schedule=truncation.constant(steps + 1),
-                       )
+    ip = inner_problem(task, lambda lr: optax.adam(lr), schedule=truncation.constant(steps + 1))
     key = jax.random.key(seed)
     states = ip.init_batch(key, jnp.float32(1e-3), seeds)  # Adam's state does not read lr
     keys = jax.random.split(jax.random.fold_in(key, 1), seeds)
