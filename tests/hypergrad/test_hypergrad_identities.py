@@ -1,5 +1,5 @@
 """The seed's identities, checked numerically: limits, exact cases, finite differences, IFT on
-ridge regression, the descent theorem on the Shaban toy, and the cost counters."""
+ridge regression, the descent theorem on the Shaban toy (the cost counters: test_costs.py)."""
 
 import hypergrad_problems as problems
 import jax
@@ -152,68 +152,3 @@ def test_shaban_toy_greedy_is_a_descent_direction(horizon):
     assert float(jnp.mean(ratio > 0)) >= 0.99
     cos = jnp.sum(g * d, 1) / jnp.linalg.norm(g, axis=1) / jnp.linalg.norm(d, axis=1)
     assert float(jnp.mean(cos)) > 0.9
-
-
-def _marked_toy(horizon, lr=0.1):
-    """The Shaban toy whose Phi has a custom VJP with a marker primitive (``reduce_precision``
-    at float32, an identity) in its backward pass: one marker in a jaxpr = one VJP of Phi."""
-    bl = hg.shaban_toy(horizon, lr=lr)
-
-    @jax.custom_vjp
-    def phi(w, alpha, b):
-        return bl.phi(w, alpha, b)
-
-    def fwd(w, alpha, b):
-        return phi(w, alpha, b), (w, alpha, b)
-
-    def bwd(res, g):
-        w, alpha, b = res
-        g = jax.lax.reduce_precision(g, exponent_bits=8, mantissa_bits=23)
-        dw, da = jax.vjp(lambda w_, a_: bl.phi(w_, a_, b), w, alpha)[1](g)
-        return dw, da, jax.tree.map(jnp.zeros_like, b)
-
-    phi.defvjp(fwd, bwd)
-    return bl._replace(phi=phi)
-
-
-def _count(jaxpr, name: str) -> int:
-    """Executions of primitive ``name`` in a jaxpr: scan bodies times their length, the
-    costlier branch of a cond, nested jaxprs (pjit, custom rules) once."""
-    total = 0
-    for eqn in jaxpr.eqns:
-        prim = eqn.primitive.name
-        if prim == name:
-            total += 1
-        elif prim == "while":
-            raise AssertionError("a while loop has no static trip count")
-        elif prim == "cond":
-            total += max(_count(b.jaxpr, name) for b in eqn.params["branches"])
-        else:
-            closed, plain = jax.extend.core.ClosedJaxpr, jax.extend.core.Jaxpr
-            inner = sum(_count(v.jaxpr if isinstance(v, closed) else v, name)
-                        for v in eqn.params.values() if isinstance(v, closed | plain))
-            total += inner * (eqn.params["length"] if prim == "scan" else 1)
-    return total
-
-
-def test_vjp_counters_match_the_vjps_in_the_program():
-    """VJPs of Phi per hypergradient, counted in each estimator's jaxpr (a marker in Phi's
-    backward pass), equal the ``vjps`` metric / tasks: FO 0, T1-T2 1, IFT K + 1, greedy T,
-    RMD T (online too). The seed's cost table, read off the programs, not re-typed."""
-    horizon, key, alpha, b = 7, jax.random.key(0), jnp.zeros(2), 3
-    bl = _marked_toy(horizon)
-    ests = [hg.fo(bl, num_tasks=b), hg.t1t2(bl, num_tasks=b), hg.ift(bl, num_terms=10, num_tasks=b),
-            hg.greedy(bl, gamma=0.9, num_tasks=b), hg.rmd(bl, num_tasks=b),
-            hg.greedy(bl, gamma=0.9, num_tasks=b, unroll_length=3),
-            hg.rmd(bl, num_tasks=b, unroll_length=3)]
-    counted = {}
-    for est in ests:
-        state = est.init(key, alpha)
-        jaxpr = jax.make_jaxpr(est.estimate)(key, alpha, state).jaxpr
-        _, _, m = problems.jit(est.estimate)(key, alpha, state)
-        n = horizon if isinstance(state, NoState) else 3
-        assert float(m["inner_steps"]) == b * n and float(m["jvps"]) == 0
-        counted[est.name, n] = _count(jaxpr, "reduce_precision")
-        assert float(m["vjps"]) == b * counted[est.name, n], est.name
-    assert counted == {("fo", 7): 0, ("t1t2", 7): 1, ("ift_10", 7): 11, ("greedy_0.9", 7): 7,
-                       ("rmd", 7): 7, ("greedy_0.9", 3): 3, ("rmd", 3): 3}
