@@ -13,7 +13,8 @@ estimate if the segment ended at this step, ``acc`` greedy's discounted sum, ``(
 others). Resets happen exactly as in every other estimator (``problem.reset_batch``); a task
 whose episode ends resets its accumulator too, so an estimate always belongs to the episode
 its last step belongs to. Step ``t`` of task ``i`` is keyed ``split(split(key, B)[i], n)[t]``
-(``base.split_keys``: per device block with ``axis_name``), as in the backprop estimators.
+(``base.split_keys``: per device block with ``axis_name``; ``core.step_keys`` of it), as in
+the backprop estimators.
 
 Two modes:
 
@@ -48,6 +49,7 @@ import jax.numpy as jnp
 from metaopt.estimators import base
 from metaopt.hypergrad.bilevel import Bilevel, as_problem, iterate_floats
 from metaopt.inner import InnerProblem, InnerState, StepOut
+from metaopt.inner.core import step_keys
 
 PyTree = Any
 WorkFn = Callable[[jax.Array, PyTree, InnerState, PyTree],
@@ -165,14 +167,16 @@ def build(
 
     def segment(theta, states, acc, key, full: bool):
         keys = base.split_keys(key, num_tasks, axis_name)
-        step_keys = jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, n))(keys), 0, 1)
+        raw = jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, n))(keys), 0, 1)  # [n, B]
         pull = None
         ctx = theta
         if custom:
             ctx, pull = jax.vjp(lambda th: problem.contexts(th, states.cfg), theta)
-        states, ctx, outs_plain = problem.scan_batch(step_keys[:n - m], theta, states, ctx)
+        prefix = jax.vmap(jax.vmap(step_keys))(raw[:n - m])  # [n - m, B, 4]
+        states, ctx, outs_plain = problem.scan_batch(prefix, theta, states, ctx)
 
-        def body(carry, k):
+        def body(carry, k_raw):  # the work steps' keys are derived here: O(1) memory in n
+            k = jax.vmap(step_keys)(k_raw)
             s, c, a, _, _ = carry
             new, out, a, est = jax.vmap(do, (0, c_axis, 0, 0 if uses_acc else None))(k, c, s, a)
             s, c = problem.reset_batch(k, theta, c, new, out.done)
@@ -182,7 +186,7 @@ def build(
 
         est0 = jax.tree.map(jnp.zeros_like, ctx if custom else base.broadcast(theta, num_tasks))
         (states, _, acc, est, cfg_est), outs_work = jax.lax.scan(
-            body, (states, ctx, acc, est0, states.cfg), step_keys[n - m:])
+            body, (states, ctx, acc, est0, states.cfg), raw[n - m:])
         outs = jax.tree.map(lambda a, b: jnp.swapaxes(jnp.concatenate([a, b]), 0, 1),
                             outs_plain, outs_work)  # [B, n]
         final = outs.meta_loss[:, -1]
