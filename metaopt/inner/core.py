@@ -53,14 +53,14 @@ class InnerState(NamedTuple):
     opt_state: PyTree  # the inner optimizer's state s_t (() for map problems)
     iteration: jax.Array  # int32[], step index within the current episode
     length: jax.Array  # int32[], number of steps of the current episode
-    valid_loss: jax.Array  # float32[], latest validation loss (0 until one is measured)
+    valid_loss: jax.Array  # float[], latest validation loss (0 until one is measured)
 
 
 class StepOut(NamedTuple):
     """What one inner step reports (a leading time axis after ``unroll``)."""
 
-    loss: jax.Array  # float32[], training loss L_t of the batch, before the update
-    meta_loss: jax.Array  # float32[], validation loss after the update (or L_t)
+    loss: jax.Array  # float[], training loss L_t of the batch, before the update
+    meta_loss: jax.Array  # float[], validation loss after the update (or L_t)
     iteration: jax.Array  # int32[], the episode iteration this step performed
     done: jax.Array  # bool[], the episode ended here and the task was reset
     nonfinite: jax.Array  # bool[], the reset was caused by a non-finite loss

@@ -60,14 +60,16 @@ def map_problem(
     def init_state(key, alpha) -> InnerState:
         cfg, w = init(key, alpha)
         zero = jnp.zeros((), jnp.int32)
+        ctx = alpha if context is None else context(alpha, cfg)
+        dtype = jax.eval_shape(lambda: val_loss(w, ctx, batch(key, cfg))).dtype
         return InnerState(cfg, w, (), zero, schedule.sample(jax.random.fold_in(key, 1)),
-                          jnp.zeros((), jnp.float32))
+                          jnp.zeros((), dtype))
 
     def step(keys, ctx, state: InnerState):
         b = batch(keys[0], state.cfg)
         w = phi(state.params, ctx, b)
         meta = val_loss(w, ctx, b)
-        new = state._replace(params=w, valid_loss=jnp.asarray(meta, jnp.float32))
+        new = state._replace(params=w, valid_loss=meta.astype(state.valid_loss.dtype))
         return finish(meta, meta, state, new)
 
     def state_val_loss(keys, ctx, state: InnerState):

@@ -123,12 +123,14 @@ def inner_problem(
         t = family.task(cfg)
         params = t.init(k_par)
         opt_state = opt_fn(theta).init(params)
-        vloss = jnp.zeros((), jnp.float32)
+        valid_fn = objectives_of(theta, cfg)[1]
         if feed_valid_loss:
-            vloss = objectives_of(theta, cfg)[1](params, t.batch(k_val, "valid"))
+            vloss = valid_fn(params, t.batch(k_val, "valid"))
+        else:  # not measured yet; the validation loss's dtype (float64 under x64)
+            shape = jax.eval_shape(lambda: valid_fn(params, t.batch(k_val, "valid")))
+            vloss = jnp.zeros((), shape.dtype)
         zero = jnp.zeros((), jnp.int32)
-        return InnerState(cfg, params, opt_state, zero, schedule.sample(k_len),
-                          jnp.asarray(vloss, jnp.float32))
+        return InnerState(cfg, params, opt_state, zero, schedule.sample(k_len), vloss)
 
     def phi(keys, theta, state: InnerState):
         t = family.task(state.cfg)
@@ -141,9 +143,8 @@ def inner_problem(
         updates, opt_state = opt_fn(theta).update(grads, state.opt_state, state.params, **extra)
         params = optax.apply_updates(state.params, updates)
         meta = valid_loss(params, t.batch(keys[2], "valid")) if valid else loss
-        new = state._replace(params=params, opt_state=opt_state,
-                             valid_loss=jnp.asarray(meta if valid else state.valid_loss,
-                                                    jnp.float32))
+        vloss = meta.astype(state.valid_loss.dtype) if valid else state.valid_loss
+        new = state._replace(params=params, opt_state=opt_state, valid_loss=vloss)
         return finish(loss, meta, state, new)
 
     def val_loss(keys, theta, state: InnerState):
