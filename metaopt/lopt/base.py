@@ -20,11 +20,14 @@ state, step embedding and meta-gradient -- with no float32 round trip.
 
 ``optimizer(theta, num_steps=...)``: ``num_steps`` (the default step budget) may be a Python
 int or an integer array, traced or not (:func:`check_num_steps`), so that
-``optax.inject_hyperparams(lo.optimizer)(theta, num_steps=T)`` works: optax then stores
-``num_steps`` as an int32 array in ``state.hyperparams`` (editable between updates), while
-``theta`` -- a dict, which ``inject_hyperparams`` neither treats as a numeric hyperparameter
-nor as a schedule -- is passed through unchanged on every call (it is not stored in the
-state, not cast to the parameters' dtype, and stays differentiable).
+``optax.inject_hyperparams(lo.optimizer)(theta, num_steps=T)`` works. What optax does with
+the two arguments: ``num_steps`` (an int, also when left at its default) becomes a weakly
+typed int32 array ``state.hyperparams["num_steps"]``, passed back as a traced array to
+``optimizer(theta, num_steps=...)`` on every update; set it between updates with a Python int
+(``state.hyperparams["num_steps"] = 500``: same jit signature, no recompilation). ``theta``,
+a dict, is neither a number nor a callable to optax, so it is *not* a hyperparameter: it is
+passed through unchanged to every call (not stored in the state, not cast to the
+parameters' dtype by ``hyperparam_dtype``, and differentiable as usual).
 
 Extra arguments of ``update(grads, state, params, **extra)`` (all optional unless an optimizer
 says otherwise; unknown ones are ignored, as ``optax.chain`` forwards every extra arg to every
@@ -74,7 +77,12 @@ EXTRA_ARGS = {
 
 
 class LearnedOptimizer(NamedTuple):
-    """A learned optimizer: ``init(key) -> theta``; ``optimizer(theta, **static) -> optax``."""
+    """A learned optimizer: ``init(key) -> theta``; ``optimizer(theta, **static) -> optax``.
+
+    ``optax.inject_hyperparams(lo.optimizer)(theta, num_steps=T)`` is supported (module
+    docstring): ``num_steps`` becomes ``state.hyperparams["num_steps"]``, theta is passed
+    through as given.
+    """
 
     init: Callable[[jax.Array], PyTree]
     optimizer: Callable[..., optax.GradientTransformationExtraArgs]

@@ -104,13 +104,14 @@ def learnable_sgd(learning_rate: float = 0.1, schedule: str | schedules.Schedule
     """SGD with a learnable (log) learning rate and schedule; theta = ``{log_lr, ...}``."""
     lr = check_positive("learning_rate", learning_rate)
     sched = schedules.get(schedule, **dict(schedule_options or {}))
+    name = _name("sgd", sched)
 
     def init(key: jax.Array) -> dict:
         del key
         return _theta(sched, log_lr=math.log(lr))
 
     def optimizer(theta: dict, *, num_steps: int = DEFAULT_NUM_STEPS):
-        num_steps = check_num_steps("sgd", num_steps)
+        num_steps = check_num_steps(name, num_steps)
 
         def update(updates, state, params=None, **extra):
             del params
@@ -121,7 +122,7 @@ def learnable_sgd(learning_rate: float = 0.1, schedule: str | schedules.Schedule
 
         return optax.GradientTransformationExtraArgs(lambda p: SGDState(_count0()), update)
 
-    return LearnedOptimizer(init, optimizer, _name("sgd", sched))
+    return LearnedOptimizer(init, optimizer, name)
 
 
 def learnable_momentum(learning_rate: float = 0.1, momentum: float = 0.9, nesterov: bool = False,
@@ -131,13 +132,14 @@ def learnable_momentum(learning_rate: float = 0.1, momentum: float = 0.9, nester
     lr = check_positive("learning_rate", learning_rate)
     mom = check_decay("momentum", momentum)
     sched = schedules.get(schedule, **dict(schedule_options or {}))
+    name = _name("momentum", sched)
 
     def init(key: jax.Array) -> dict:
         del key
         return _theta(sched, log_lr=math.log(lr), logit_momentum=logit(mom))
 
     def optimizer(theta: dict, *, num_steps: int = DEFAULT_NUM_STEPS):
-        num_steps = check_num_steps("momentum", num_steps)
+        num_steps = check_num_steps(name, num_steps)
 
         def update(updates, state, params=None, **extra):
             del params
@@ -157,7 +159,7 @@ def learnable_momentum(learning_rate: float = 0.1, momentum: float = 0.9, nester
 
         return optax.GradientTransformationExtraArgs(init_state, update)
 
-    return LearnedOptimizer(init, optimizer, _name("momentum", sched))
+    return LearnedOptimizer(init, optimizer, name)
 
 
 def learnable_adam(learning_rate: float = 1e-3, b1: float = 0.9, b2: float = 0.999,
@@ -177,6 +179,7 @@ def learnable_adam(learning_rate: float = 1e-3, b1: float = 0.9, b2: float = 0.9
     if eps_root < 0:
         raise ValueError(f"eps_root: must be >= 0, got {eps_root!r}")
     sched = schedules.get(schedule, **dict(schedule_options or {}))
+    name = _name("adam", sched)
 
     def init(key: jax.Array) -> dict:
         del key
@@ -184,7 +187,7 @@ def learnable_adam(learning_rate: float = 1e-3, b1: float = 0.9, b2: float = 0.9
                       log_eps=math.log(eps))
 
     def optimizer(theta: dict, *, num_steps: int = DEFAULT_NUM_STEPS):
-        num_steps = check_num_steps("adam", num_steps)
+        num_steps = check_num_steps(name, num_steps)
 
         def update(updates, state, params=None, **extra):
             del params
@@ -212,7 +215,7 @@ def learnable_adam(learning_rate: float = 1e-3, b1: float = 0.9, b2: float = 0.9
 
         return optax.GradientTransformationExtraArgs(init_state, update)
 
-    return LearnedOptimizer(init, optimizer, _name("adam", sched))
+    return LearnedOptimizer(init, optimizer, name)
 
 
 def _name(base: str, sched: schedules.Schedule) -> str:

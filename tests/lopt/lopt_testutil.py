@@ -80,3 +80,29 @@ def float_dtypes(fn, *args) -> dict[str, str]:
 
     walk(jax.make_jaxpr(fn)(*args).jaxpr)
     return found
+
+
+class CompileCounter:
+    """Counts XLA backend compilations while active (``jax.monitoring`` events)::
+
+        with CompileCounter() as compiles:
+            f(x)
+        assert compiles.count == 0
+    """
+
+    EVENT = "/jax/core/compile/backend_compile_duration"
+
+    def __init__(self):
+        self.count = 0
+
+    def _listen(self, event, duration, **kwargs):
+        del duration, kwargs
+        if event == self.EVENT:
+            self.count += 1
+
+    def __enter__(self):
+        jax.monitoring.register_event_duration_secs_listener(self._listen)
+        return self
+
+    def __exit__(self, *exc):
+        jax.monitoring.unregister_event_duration_listener(self._listen)
