@@ -158,13 +158,14 @@ def check_num_steps(name: str, num_steps: Any) -> int | jax.Array:
 def float_leaves_dtype(*trees: PyTree) -> Any:
     """The promotion of float32 and the float dtypes of the leaves of ``trees``.
 
-    float32 parameters and theta give float32 (also under ``jax.enable_x64``: only arrays,
-    never weakly typed Python scalars, take part); a float64 leaf gives float64;
+    JAX's promotion rules, weak types included: float32 parameters and theta give float32,
+    also under ``jax.enable_x64`` where a weakly typed leaf (``jnp.asarray(0.1)``, a Python
+    float) is nominally float64; a (strongly typed) float64 leaf gives float64;
     bfloat16/float16 give float32.
     """
-    dtypes = [x.dtype for tree in trees for x in jax.tree.leaves(tree)
-              if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)]
-    return jnp.result_type(jnp.float32, *dtypes)
+    leaves = [x for tree in trees for x in jax.tree.leaves(tree)
+              if jnp.issubdtype(jnp.result_type(x), jnp.floating)]
+    return jnp.result_type(jnp.float32, *leaves)
 
 
 def state_dtype(param_dtype: Any) -> Any:
