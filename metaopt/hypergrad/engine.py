@@ -150,19 +150,15 @@ def build(
     def pull_back(theta, pull, est, ok, moved, cfg_est):
         if not custom:
             return base.masked_task_mean(est, ok, axis_name)
-        count = jnp.sum(ok).astype(jnp.float32)
-        if axis_name is not None:
-            count = jax.lax.psum(count, axis_name)
-        w = ok.astype(jnp.float32) / jnp.maximum(count, 1.0)
-        safe = base.tree_where(ok, est, jax.tree.map(jnp.zeros_like, est))
-        grad = pull(base.scale_rows(jnp.where(moved, 0.0, w), safe))[0]
+        w = base.task_weights(ok, axis_name)
+        grad = base.weighted_pullback(pull, est, jnp.where(moved, 0.0, w))
 
         def moved_part():  # tasks whose estimate belongs to an episode begun in the segment
             _, pull_new = jax.vjp(lambda th: problem.contexts(th, cfg_est), theta)
-            return pull_new(base.scale_rows(jnp.where(moved, w, 0.0), safe))[0]
+            return base.weighted_pullback(pull_new, est, jnp.where(moved, w, 0.0))
 
-        grad = tree_add(grad, jax.lax.cond(jnp.any(moved & ok), moved_part,
-                                           lambda: jax.tree.map(jnp.zeros_like, theta)))
+        zero = lambda: jax.tree.map(jnp.zeros_like, theta)  # noqa: E731
+        grad = tree_add(grad, jax.lax.cond(jnp.any(moved & ok), moved_part, zero))
         return grad if axis_name is None else jax.lax.psum(grad, axis_name)
 
     def segment(theta, states, acc, key, full: bool):

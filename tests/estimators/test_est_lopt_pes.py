@@ -20,7 +20,7 @@ Adam 1e-2, clip 1) must cut the evaluation meta-loss by at least 20% (measured w
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 
@@ -50,12 +50,12 @@ def _meta_train(batch_size: int, num_pairs: int, steps: int, count_compiles):
 
     theta0 = learned.init(jax.random.PRNGKey(0))
     state = init(jax.random.PRNGKey(1), theta0)
-    keys = jax.random.split(jax.random.PRNGKey(2), steps)
+    keys = list(jax.random.split(jax.random.PRNGKey(2), steps))  # sliced outside the count
     state, metrics = step(keys[0], state)  # compiles
     with count_compiles() as compiles:
         for key in keys[1:]:
             state, metrics = step(key, state)
-            assert bool(jnp.isfinite(metrics["meta_loss"]))
+            assert np.isfinite(float(metrics["meta_loss"]))
     assert int(state.skipped) == 0 and compiles.count == 0
     return evaluate(theta0), evaluate(state.theta)
 

@@ -27,13 +27,14 @@ def test_online_truncations_reproduce_the_full_episode(count_compiles):
         state = online.init(key, alpha)  # split(key)[0] draws the tasks, as in the full mode
         assert isinstance(state, hg.HypergradState)
         step = problems.jit(online.estimate)
+        keys = [jax.random.key(100 + i) for i in range(4)]
         with count_compiles() as compiles:
             for i in range(3):
-                got, state, metrics = step(jax.random.key(100 + i), alpha, state)
+                got, state, metrics = step(keys[i], alpha, state)
                 assert float(metrics["resets"]) == (2 if i == 2 else 0)
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
             np.testing.assert_array_equal(state.inner.iteration, [0, 0])
-            _, state, metrics = step(jax.random.key(9), alpha, state)
+            _, state, metrics = step(keys[3], alpha, state)
         assert float(metrics["resets"]) == 0
         np.testing.assert_array_equal(state.inner.iteration, [2, 2])
         assert compiles.count == 1
