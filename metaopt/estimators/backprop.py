@@ -81,6 +81,34 @@ def chunked_unroll(
     )
 
 
+def unroll_for_grad(
+    problem: InnerProblem,
+    keys: jax.Array,
+    thetas: PyTree,
+    states: InnerState,
+    num_steps: int,
+    chunk: int | None,
+    ctx: PyTree | None = None,
+    last_only: bool = False,
+) -> tuple[InnerState, StepOut]:
+    """:func:`chunked_unroll`, and with ``last_only`` (the ``"last"`` meta-loss, no remat) the
+    last step peeled off the scan: the earlier steps' reported losses are then constants
+    (``stop_gradient``), so reverse mode neither stores nor differentiates the validation
+    pass of every step, only the last one's (the estimate is the same)."""
+    if not last_only or chunk is not None:
+        return chunked_unroll(problem, keys, thetas, states, num_steps, chunk, ctx)
+    batched = ctx is None
+    step_keys = batch_keys(keys, num_steps)  # [n, B, 4]
+    states, ctx, outs = problem.scan_batch(step_keys[:-1], thetas, states, ctx,
+                                           theta_batched=batched)
+    outs = jax.lax.stop_gradient(outs)
+    c_axis = 0 if (problem.context is not None or batched) else None
+    new, last = jax.vmap(problem.phi, (0, c_axis, 0))(step_keys[-1], ctx, states)
+    states, _ = problem.reset_batch(step_keys[-1], thetas, ctx, new, last.done, batched)
+    outs = jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), outs, last)
+    return states, jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), outs)
+
+
 def _sum_first(losses_aux: tuple[jax.Array, Any]) -> tuple[jax.Array, Any]:
     losses, aux = losses_aux
     return jnp.sum(losses), aux
@@ -149,8 +177,8 @@ def full_backprop(
         def losses(thetas, ctx=None):
             states = jax.vmap(problem.init)(init_keys, thetas)
             run_theta = thetas if ctx is None else jax.lax.stop_gradient(theta)
-            _, out = chunked_unroll(problem, unroll_keys, run_theta, states, horizon,
-                                    checkpoint_every, ctx)
+            _, out = unroll_for_grad(problem, unroll_keys, run_theta, states, horizon,
+                                     checkpoint_every, ctx, last_only=meta_loss == "last")
             values = base.step_values(out, meta_loss)
             finite = base.finite_steps(out, values)
             counted = base.first_episode(out.done)
