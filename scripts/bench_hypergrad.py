@@ -39,12 +39,13 @@ def _measure(method: str, horizon: int, repeats: int) -> dict:
 
     from metaopt import hypergrad as hg
     from metaopt import tasks
+    from metaopt.inner import inner_problem, truncation
 
     data = tasks.load_digits()
     task = tasks.mlp_classifier(data, hidden=(32,), batch_size=128)
-    bl = hg.task_bilevel(task, optax.sgd(0.1), horizon=horizon,
-                         hparams_fn=lambda a: {"example_logits": a})
-    est = hg.greedy(bl, gamma=0.9) if method == "greedy" else hg.rmd(bl)
+    problem = inner_problem(task, optax.sgd(0.1), schedule=truncation.constant(horizon),
+                            hparams_fn=lambda a: {"example_logits": a})
+    est = hg.greedy(problem, gamma=0.9) if method == "greedy" else hg.rmd(problem)
     alpha = jnp.zeros((data.size("train"),))
     state = est.init(jax.random.key(0), alpha)
     compiled = jax.jit(est.estimate).lower(jax.random.key(0), alpha, state).compile()

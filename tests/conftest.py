@@ -26,6 +26,31 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_CACHE, ignore_errors=True)
 
 
+class CompileCounter:
+    """``with CompileCounter() as c: ...`` counts XLA compilations in the block (``c.count``),
+    through JAX's public monitoring events (no private API)."""
+
+    EVENT = "/jax/core/compile/backend_compile_duration"
+
+    def __enter__(self):
+        self.count = 0
+        jax.monitoring.register_event_duration_secs_listener(self._on)
+        return self
+
+    def _on(self, event, duration, **kwargs):
+        if event == self.EVENT:
+            self.count += 1
+
+    def __exit__(self, *exc):
+        jax.monitoring.unregister_event_duration_listener(self._on)
+
+
+@pytest.fixture
+def count_compiles():
+    """The :class:`CompileCounter` class, to count compilations in a ``with`` block."""
+    return CompileCounter
+
+
 @pytest.fixture(autouse=True)
 def _strict_rank_promotion():
     with jax.numpy_rank_promotion("raise"):

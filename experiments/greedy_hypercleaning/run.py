@@ -28,6 +28,7 @@ from scipy.stats import rankdata
 from experiments import hypergrad_common as common
 from metaopt import hypergrad as hg
 from metaopt import tasks
+from metaopt.inner import inner_problem, truncation
 from metaopt.outer import outer_trainer
 from metaopt.tasks.data.arrays import ArrayDataset
 from metaopt.tasks.models import MLP
@@ -35,12 +36,12 @@ from metaopt.tasks.models import MLP
 RATES = (0.3, 0.5)
 N_TRAIN, HORIZON, T, LR, BATCH, OUTER_LR, RETRAIN = 500, 200, 10, 0.3, 100, 0.1, 3
 ESTIMATORS = {
-    "FO": lambda bl: hg.fo(bl, unroll_length=T),
-    "T1-T2": lambda bl: hg.t1t2(bl, unroll_length=T),
-    "IFT (K=10)": lambda bl: hg.ift(bl, num_terms=10, unroll_length=T),
-    "greedy γ=0.9": lambda bl: hg.greedy(bl, gamma=0.9, unroll_length=T),
-    "greedy γ=0.99": lambda bl: hg.greedy(bl, gamma=0.99, unroll_length=T),
-    "RMD in truncation": lambda bl: hg.rmd(bl, unroll_length=T),
+    "FO": lambda ip: hg.fo(ip, unroll_length=T),
+    "T1-T2": lambda ip: hg.t1t2(ip, unroll_length=T),
+    "IFT (K=10)": lambda ip: hg.ift(ip, num_terms=10, unroll_length=T),
+    "greedy γ=0.9": lambda ip: hg.greedy(ip, gamma=0.9, unroll_length=T),
+    "greedy γ=0.99": lambda ip: hg.greedy(ip, gamma=0.99, unroll_length=T),
+    "RMD in truncation": lambda ip: hg.rmd(ip, unroll_length=T),
 }
 
 
@@ -52,35 +53,36 @@ def corrupt(key, labels, rate):
     return jnp.where(flip, other, labels), flip
 
 
-def problem(noisy_labels):
-    """(task, bilevel) training on the noisy labels; traceable in ``noisy_labels``."""
+def problem(noisy_labels, episode: int = HORIZON):
+    """(task, inner problem with episodes of ``episode`` steps) training on the noisy labels;
+    traceable in ``noisy_labels``."""
     digits = tasks.load_digits()
     splits = {s: tuple(map(jnp.asarray, digits.splits[s])) for s in ("valid", "test")}
     splits["train"] = (jnp.asarray(digits.splits["train"][0][:N_TRAIN]), noisy_labels)
     data = ArrayDataset(splits=splits, num_classes=10, name="digits_noisy")
     task = tasks.classification_task(MLP(hidden=(32,), out=10), data, BATCH, name="hc")
-    bl = hg.task_bilevel(task, optax.sgd(LR), horizon=HORIZON,
-                         hparams_fn=lambda a: {"example_logits": a})
-    return task, bl, splits["test"]
+    ip = inner_problem(task, optax.sgd(LR), schedule=truncation.constant(episode),
+                       hparams_fn=lambda a: {"example_logits": a})
+    return task, ip, splits["test"]
 
 
 def test_accuracy(noisy_labels, alpha, key):
-    """Mean test accuracy of ``RETRAIN`` fresh trainings of ``HORIZON`` steps with ``alpha``."""
-    task, bl, (x, y) = problem(noisy_labels)
+    """Mean test accuracy of ``RETRAIN`` fresh trainings of ``HORIZON`` steps with ``alpha``
+    (episodes one step longer, so that the last step does not reset the task)."""
+    task, ip, (x, y) = problem(noisy_labels, episode=HORIZON + 1)
     full = {"x": x, "y": y, "idx": jnp.arange(y.shape[0]), "train": jnp.asarray(False)}
 
     def one(k):
-        cfg, w = bl.init(k, alpha)
-        keys = jax.random.split(jax.random.fold_in(k, 1), HORIZON)
-        w = jax.lax.scan(lambda w, kk: (bl.phi(w, alpha, bl.batch(kk, cfg)), None), w, keys)[0]
-        return task.metrics(w.params, full)["accuracy"]
+        state = ip.init(k, alpha)
+        state, _ = ip.unroll(jax.random.fold_in(k, 1), alpha, state, HORIZON)
+        return task.metrics(state.params, full)["accuracy"]
 
     return jnp.mean(jax.vmap(one)(jax.random.split(key, RETRAIN)))
 
 
 def meta_train(name, noisy_labels, key, outer_steps):
-    _, bl, _ = problem(noisy_labels)
-    est = ESTIMATORS[name](bl)
+    _, ip, _ = problem(noisy_labels)
+    est = ESTIMATORS[name](ip)
     trainer = outer_trainer(est, optax.adam(OUTER_LR))
     k_init, k_run = jax.random.split(key)
     state = trainer.init(k_init, jnp.zeros((N_TRAIN,)))

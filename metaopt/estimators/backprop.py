@@ -16,7 +16,12 @@ a second forward pass.
 Per-task gradients come from one reverse pass with ``theta`` broadcast to ``[B, ...]``
 (``d/dtheta_i sum_j F_j(theta_j) = dF_i/dtheta_i``), so that a task whose unroll hit a
 non-finite loss (or whose gradient is non-finite: the ``0 * inf`` trap of ``jnp.where`` through
-its reset) is dropped instead of poisoning the mean; ``B'`` counts the kept tasks.
+its reset) is dropped instead of poisoning the mean; ``B'`` counts the kept tasks. For a
+problem whose ``theta`` enters through a per-episode ``context`` (a meta-learned backbone),
+the per-task gradients are taken with respect to the episodes' contexts, computed once with
+the shared ``theta``, and their masked mean is pulled back with one VJP of the context: the
+same gradient (steps after the first episode do not count), without a per-task copy of the
+backbone (which XLA:CPU runs as slow grouped convolutions).
 
 Keys: ``k_init, k_unroll = split(key)``; task ``i`` starts from ``InnerProblem.init(split(k_init,
 B)[i])`` and unrolls with key ``split(k_unroll, B)[i]`` (``unroll_batch``'s per-step keys).
@@ -34,6 +39,7 @@ import jax.numpy as jnp
 
 from metaopt.estimators import base
 from metaopt.inner import InnerProblem, InnerState, StepOut
+from metaopt.inner.core import batch_keys
 
 PyTree = Any
 
@@ -45,25 +51,67 @@ def chunked_unroll(
     states: InnerState,
     num_steps: int,
     chunk: int | None,
+    ctx: PyTree | None = None,
 ) -> tuple[InnerState, StepOut]:
     """``unroll_batch`` (theta batched ``[B, ...]``) as ``num_steps / chunk`` remat'ed chunks.
 
-    ``chunk=None`` is one plain ``unroll_batch``. Outputs are ``[B, num_steps]``.
+    ``chunk=None`` is one plain ``unroll_batch``. Outputs are ``[B, num_steps]``. ``ctx``:
+    the tasks' contexts at the start (``[B, ...]``, problems with a ``context`` only); then
+    ``thetas`` is one unbatched theta, used for the episodes begun by resets.
     """
+    batched = ctx is None
     if chunk is None:
-        return problem.unroll_batch(keys, thetas, states, num_steps, theta_batched=True)
+        states, _, outs = problem.scan_batch(batch_keys(keys, num_steps), thetas, states, ctx,
+                                             theta_batched=batched)
+        return states, jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), outs)
     num_chunks = num_steps // chunk
     chunk_keys = jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, num_chunks))(keys), 0, 1)
 
     @jax.checkpoint
-    def run_chunk(th, s, k):
-        return problem.unroll_batch(k, th, s, chunk, theta_batched=True)
+    def run_chunk(th, carry, k):
+        s, c = carry
+        s, c, o = problem.scan_batch(batch_keys(k, chunk), th, s, c, theta_batched=batched)
+        return (s, c if ctx is not None else None), o
 
-    states, outs = jax.lax.scan(lambda s, k: run_chunk(thetas, s, k), states, chunk_keys)
-    # outs: [num_chunks, B, chunk] -> [B, num_steps]
+    (states, _), outs = jax.lax.scan(lambda c, k: run_chunk(thetas, c, k), (states, ctx),
+                                     chunk_keys)
+    # outs: [num_chunks, chunk, B] -> [B, num_steps]
     return states, jax.tree.map(
-        lambda x: jnp.swapaxes(x, 0, 1).reshape(x.shape[1], num_steps, *x.shape[3:]), outs
+        lambda x: jnp.moveaxis(x, 2, 0).reshape(x.shape[2], num_steps, *x.shape[3:]), outs
     )
+
+
+def unroll_for_grad(
+    problem: InnerProblem,
+    keys: jax.Array,
+    thetas: PyTree,
+    states: InnerState,
+    num_steps: int,
+    chunk: int | None,
+    ctx: PyTree | None = None,
+    last_only: bool = False,
+) -> tuple[InnerState, StepOut]:
+    """:func:`chunked_unroll`, and with ``last_only`` (the ``"last"`` meta-loss, no remat) the
+    last step peeled off the scan: the earlier steps' reported losses are then constants
+    (``stop_gradient``), so reverse mode neither stores nor differentiates the validation
+    pass of every step, only the last one's (the estimate is the same)."""
+    if not last_only or chunk is not None:
+        return chunked_unroll(problem, keys, thetas, states, num_steps, chunk, ctx)
+    batched = ctx is None
+    step_keys = batch_keys(keys, num_steps)  # [n, B, 4]
+    states, ctx, outs = problem.scan_batch(step_keys[:-1], thetas, states, ctx,
+                                           theta_batched=batched)
+    outs = jax.lax.stop_gradient(outs)
+    c_axis = 0 if (problem.context is not None or batched) else None
+    new, last = jax.vmap(problem.phi, (0, c_axis, 0))(step_keys[-1], ctx, states)
+    states, _ = problem.reset_batch(step_keys[-1], thetas, ctx, new, last.done, batched)
+    outs = jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), outs, last)
+    return states, jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), outs)
+
+
+def _sum_first(losses_aux: tuple[jax.Array, Any]) -> tuple[jax.Array, Any]:
+    losses, aux = losses_aux
+    return jnp.sum(losses), aux
 
 
 def per_task_grad(
@@ -73,13 +121,8 @@ def per_task_grad(
 
     One reverse pass of ``sum_i losses_i``; task ``i``'s loss must depend on ``thetas[i]`` only.
     """
-    thetas = base.broadcast(theta, num_tasks)
-
-    def total(th):
-        losses, aux = loss_fn(th)
-        return jnp.sum(losses), aux
-
-    return jax.grad(total, has_aux=True)(thetas)
+    return jax.grad(lambda th: _sum_first(loss_fn(th)), has_aux=True)(
+        base.broadcast(theta, num_tasks))
 
 
 def full_backprop(
@@ -131,18 +174,32 @@ def full_backprop(
         init_keys = base.split_keys(k_init, num_tasks, axis_name)
         unroll_keys = base.split_keys(k_unroll, num_tasks, axis_name)
 
-        def losses(thetas):
+        def losses(thetas, ctx=None):
             states = jax.vmap(problem.init)(init_keys, thetas)
-            _, out = chunked_unroll(problem, unroll_keys, thetas, states, horizon,
-                                    checkpoint_every)
+            run_theta = thetas if ctx is None else jax.lax.stop_gradient(theta)
+            _, out = unroll_for_grad(problem, unroll_keys, run_theta, states, horizon,
+                                     checkpoint_every, ctx, last_only=meta_loss == "last")
             values = base.step_values(out, meta_loss)
             finite = base.finite_steps(out, values)
             counted = base.first_episode(out.done)
             return base.weighted(values, weights, finite & counted), (values, finite, counted)
 
-        grads, (values, finite, counted) = per_task_grad(losses, theta, num_tasks)
-        ok = jnp.all(finite | ~counted, axis=1) & base.all_finite_per_task(grads)
-        grad = base.masked_task_mean(grads, ok, axis_name)
+        if problem.context is None:
+            grads, (values, finite, counted) = per_task_grad(losses, theta, num_tasks)
+            ok = jnp.all(finite | ~counted, axis=1) & base.all_finite_per_task(grads)
+            grad = base.masked_task_mean(grads, ok, axis_name)
+        else:  # per-task gradients w.r.t. the episodes' contexts, pulled back once
+            cfg = jax.vmap(problem.init, (0, None))(init_keys, theta).cfg
+            ctx, pull = jax.vjp(lambda th: problem.contexts(th, cfg), theta)
+            (g_init, g_ctx), (values, finite, counted) = jax.grad(
+                lambda th, c: _sum_first(losses(th, c)), argnums=(0, 1), has_aux=True
+            )(base.broadcast(theta, num_tasks), ctx)
+            ok = (jnp.all(finite | ~counted, axis=1) & base.all_finite_per_task(g_init)
+                  & base.all_finite_per_task(g_ctx))
+            pulled = base.weighted_pullback(pull, g_ctx, base.task_weights(ok, axis_name))
+            if axis_name is not None:
+                pulled = jax.lax.psum(pulled, axis_name)
+            grad = jax.tree.map(jnp.add, base.masked_task_mean(g_init, ok, axis_name), pulled)
         remat = 2 if checkpoint_every is not None else 1
         metrics = {
             "meta_loss": base.mean_meta_loss(values, weights, finite & counted),

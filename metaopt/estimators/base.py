@@ -203,6 +203,26 @@ def masked_task_mean(grads: PyTree, ok: jax.Array, axis_name: str | None = None)
     return jax.tree.map(mean, grads)
 
 
+def task_weights(ok: jax.Array, axis_name: str | None = None) -> jax.Array:
+    """``w_i = ok_i / sum_j ok_j`` [B], the sum over the tasks of every device of
+    ``axis_name``: the weights of a masked task mean."""
+    count = jnp.sum(ok).astype(jnp.float32)
+    if axis_name is not None:
+        count = jax.lax.psum(count, axis_name)
+    return ok.astype(jnp.float32) / jnp.maximum(count, 1.0)
+
+
+def weighted_pullback(pull: Callable[[PyTree], tuple[PyTree]], grads: PyTree,
+                      w: jax.Array) -> PyTree:
+    """``pull(w * grads)[0]``: per-task gradients ``[B, ...]`` with respect to per-task
+    contexts, weighted by ``w`` [B] and pulled back to theta with one VJP ``pull`` of the
+    batched context (linear, so this is the weighted sum of the per-task pull-backs). Tasks
+    with ``w_i = 0`` never enter (NaN-safe). Local to this device: ``psum`` the result over
+    a device axis (outside any ``cond``)."""
+    safe = tree_where(w > 0, grads, jax.tree.map(jnp.zeros_like, grads))
+    return pull(scale_rows(w, safe))[0]
+
+
 def task_mean(tree: PyTree, axis_name: str | None = None) -> PyTree:
     """Mean over the leading task axis (and over the devices of ``axis_name``)."""
     mean = jax.tree.map(lambda x: jnp.mean(x, axis=0), tree)

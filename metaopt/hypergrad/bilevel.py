@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import optax
 
 from metaopt.inner import InnerProblem, InnerState, inner_problem, map_problem, truncation
+from metaopt.inner.core import step_keys
 from metaopt.tasks.base import Task, TaskFamily
 
 PyTree = Any
@@ -135,8 +136,8 @@ def task_bilevel(
 ) -> Bilevel:
     """The map view of ``inner_problem(task, optimizer, schedule=constant(horizon), ...)``.
 
-    ``init`` is the problem's ``init``, ``batch(key, cfg)`` carries the step key, and ``phi`` /
-    ``val_loss`` are the problem's ``phi`` / ``val_loss`` on that key, so a hypergradient of
+    ``init`` is the problem's ``init``, ``batch(key, cfg)`` carries the step's keys, and ``phi``
+    / ``val_loss`` are the problem's ``phi`` / ``val_loss`` on them, so a hypergradient of
     this Bilevel and of the problem itself, with the same key, see the same tasks and batches.
     """
     horizon = check_horizon(horizon)
@@ -155,13 +156,13 @@ def task_bilevel(
         return s.cfg, iterate(s)
 
     def batch(key, cfg):
-        return {"cfg": cfg, "key": key}
+        return {"cfg": cfg, "keys": step_keys(key)}
 
     def phi(w, alpha, b):
-        return iterate(problem.phi(b["key"], alpha, state(b["cfg"], w))[0])
+        return iterate(problem.phi(b["keys"], alpha, state(b["cfg"], w))[0])
 
     def val_loss(w, alpha, b):
-        return problem.val_loss(b["key"], alpha, state(b["cfg"], w))
+        return problem.val_loss(b["keys"], alpha, state(b["cfg"], w))
 
     return Bilevel(init=init, batch=batch, phi=phi, val_loss=val_loss, horizon=horizon,
                    name=f"{problem.name}_bilevel")

@@ -13,7 +13,8 @@ estimate if the segment ended at this step, ``acc`` greedy's discounted sum, ``(
 others). Resets happen exactly as in every other estimator (``problem.reset_batch``); a task
 whose episode ends resets its accumulator too, so an estimate always belongs to the episode
 its last step belongs to. Step ``t`` of task ``i`` is keyed ``split(split(key, B)[i], n)[t]``
-(``base.split_keys``: per device block with ``axis_name``), as in the backprop estimators.
+(``base.split_keys``: per device block with ``axis_name``; ``core.step_keys`` of it), as in
+the backprop estimators.
 
 Two modes:
 
@@ -48,6 +49,7 @@ import jax.numpy as jnp
 from metaopt.estimators import base
 from metaopt.hypergrad.bilevel import Bilevel, as_problem, iterate_floats
 from metaopt.inner import InnerProblem, InnerState, StepOut
+from metaopt.inner.core import step_keys
 
 PyTree = Any
 WorkFn = Callable[[jax.Array, PyTree, InnerState, PyTree],
@@ -148,31 +150,29 @@ def build(
     def pull_back(theta, pull, est, ok, moved, cfg_est):
         if not custom:
             return base.masked_task_mean(est, ok, axis_name)
-        count = jnp.sum(ok).astype(jnp.float32)
-        if axis_name is not None:
-            count = jax.lax.psum(count, axis_name)
-        w = ok.astype(jnp.float32) / jnp.maximum(count, 1.0)
-        safe = base.tree_where(ok, est, jax.tree.map(jnp.zeros_like, est))
-        grad = pull(base.scale_rows(jnp.where(moved, 0.0, w), safe))[0]
+        w = base.task_weights(ok, axis_name)
+        grad = base.weighted_pullback(pull, est, jnp.where(moved, 0.0, w))
 
         def moved_part():  # tasks whose estimate belongs to an episode begun in the segment
             _, pull_new = jax.vjp(lambda th: problem.contexts(th, cfg_est), theta)
-            return pull_new(base.scale_rows(jnp.where(moved, w, 0.0), safe))[0]
+            return base.weighted_pullback(pull_new, est, jnp.where(moved, w, 0.0))
 
-        grad = tree_add(grad, jax.lax.cond(jnp.any(moved & ok), moved_part,
-                                           lambda: jax.tree.map(jnp.zeros_like, theta)))
+        zero = lambda: jax.tree.map(jnp.zeros_like, theta)  # noqa: E731
+        grad = tree_add(grad, jax.lax.cond(jnp.any(moved & ok), moved_part, zero))
         return grad if axis_name is None else jax.lax.psum(grad, axis_name)
 
     def segment(theta, states, acc, key, full: bool):
         keys = base.split_keys(key, num_tasks, axis_name)
-        step_keys = jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, n))(keys), 0, 1)
+        raw = jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, n))(keys), 0, 1)  # [n, B]
         pull = None
         ctx = theta
         if custom:
             ctx, pull = jax.vjp(lambda th: problem.contexts(th, states.cfg), theta)
-        states, ctx, outs_plain = problem.scan_batch(step_keys[:n - m], theta, states, ctx)
+        prefix = jax.vmap(jax.vmap(step_keys))(raw[:n - m])  # [n - m, B, 4]
+        states, ctx, outs_plain = problem.scan_batch(prefix, theta, states, ctx)
 
-        def body(carry, k):
+        def body(carry, k_raw):  # the work steps' keys are derived here: O(1) memory in n
+            k = jax.vmap(step_keys)(k_raw)
             s, c, a, _, _ = carry
             new, out, a, est = jax.vmap(do, (0, c_axis, 0, 0 if uses_acc else None))(k, c, s, a)
             s, c = problem.reset_batch(k, theta, c, new, out.done)
@@ -182,7 +182,7 @@ def build(
 
         est0 = jax.tree.map(jnp.zeros_like, ctx if custom else base.broadcast(theta, num_tasks))
         (states, _, acc, est, cfg_est), outs_work = jax.lax.scan(
-            body, (states, ctx, acc, est0, states.cfg), step_keys[n - m:])
+            body, (states, ctx, acc, est0, states.cfg), raw[n - m:])
         outs = jax.tree.map(lambda a, b: jnp.swapaxes(jnp.concatenate([a, b]), 0, 1),
                             outs_plain, outs_work)  # [B, n]
         final = outs.meta_loss[:, -1]

@@ -5,11 +5,12 @@ or a problem given directly by its update map (:func:`~metaopt.inner.map_problem
 pure functions of one task,
 
 * ``init(key, theta) -> InnerState``: a new episode (task config, iterate, episode length);
-* ``phi(key, ctx, state) -> (state', StepOut)``: one update without the reset, the map
-  ``w_{t+1} = Phi(w_t, ctx; batch_t)`` of the hypergradient literature, with ``key`` the
-  step's key (it draws the step's batches);
-* ``val_loss(key, ctx, state) -> scalar``: the validation objective of ``state`` on the
-  validation batch of step key ``key`` (the batch ``phi(key, ...)`` reports its meta-loss on);
+* ``phi(keys, ctx, state) -> (state', StepOut)``: one update without the reset, the map
+  ``w_{t+1} = Phi(w_t, ctx; batch_t)`` of the hypergradient literature, with ``keys`` the
+  step's keys (:func:`step_keys`: they draw the step's batches);
+* ``val_loss(keys, ctx, state) -> scalar``: the validation objective of ``state`` on the
+  validation batch of the step keys ``keys`` (the batch ``phi(keys, ...)`` reports its
+  meta-loss on);
 * ``context(theta, cfg) -> ctx``: how ``theta`` enters ``phi`` and ``val_loss`` for an
   episode with config ``cfg``; ``None`` means ``ctx = theta``. A context computed once per
   episode (a meta-learned backbone's features of the episode's data) is carried through the
@@ -19,13 +20,15 @@ from which :func:`assemble` builds the step with its reset, the ``lax.scan`` unr
 task-batched forms that every estimator -- backprop, ES, PES and the hypergradients -- runs on.
 
 Resets: when an episode's iteration counter reaches its length, or a loss is non-finite, the
-task is replaced by ``init(split(key, 3)[2], theta)``. In a batch, resets run behind one
+task is replaced by ``init(keys[3], theta)``. In a batch, resets run behind one
 ``lax.cond(any(done))`` so that fresh inits are computed only on the steps where some task
 ends (a vmapped ``cond`` would lower to ``select`` and compute them on every step).
 
-Keys: ``unroll(key, ...)`` uses ``split(key, n)[t]`` as step ``t``'s key; ``unroll_batch(keys,
-...)`` is exactly ``vmap(unroll)`` over the per-task ``keys``; ``scan_batch(step_keys, ...)``
-takes the step keys ``[n, B]`` themselves (the hypergradient estimators run part of a
+Keys: ``unroll(key, ...)`` uses ``k_t = split(key, n)[t]`` as step ``t``'s key, and the step
+its keys ``step_keys(k_t) = [k_t, *split(k_t, 3)]`` (the step key itself, then training batch,
+validation batch, reset), drawn for the whole unroll before the scan. ``unroll_batch(keys,
+...)`` is exactly ``vmap(unroll)`` over the per-task ``keys``; ``scan_batch(keys, ...)``
+takes the step keys ``[n, B, 4]`` themselves (the hypergradient estimators run part of a
 segment with it and the rest with their own products, on the same keys).
 """
 
@@ -50,14 +53,14 @@ class InnerState(NamedTuple):
     opt_state: PyTree  # the inner optimizer's state s_t (() for map problems)
     iteration: jax.Array  # int32[], step index within the current episode
     length: jax.Array  # int32[], number of steps of the current episode
-    valid_loss: jax.Array  # float32[], latest validation loss (0 until one is measured)
+    valid_loss: jax.Array  # float[], latest validation loss (0 until one is measured)
 
 
 class StepOut(NamedTuple):
     """What one inner step reports (a leading time axis after ``unroll``)."""
 
-    loss: jax.Array  # float32[], training loss L_t of the batch, before the update
-    meta_loss: jax.Array  # float32[], validation loss after the update (or L_t)
+    loss: jax.Array  # float[], training loss L_t of the batch, before the update
+    meta_loss: jax.Array  # float[], validation loss after the update (or L_t)
     iteration: jax.Array  # int32[], the episode iteration this step performed
     done: jax.Array  # bool[], the episode ended here and the task was reset
     nonfinite: jax.Array  # bool[], the reset was caused by a non-finite loss
@@ -94,9 +97,20 @@ def tree_where(pred: jax.Array, on_true: PyTree, on_false: PyTree) -> PyTree:
     return jax.tree.map(pick, on_true, on_false)
 
 
-def reset_key(key: jax.Array) -> jax.Array:
-    """The key a step's reset draws its new episode from."""
-    return jax.random.split(key, 3)[2]
+def step_keys(key: jax.Array) -> jax.Array:
+    """A step's keys ``[4]``: ``key`` itself, then its training-batch, validation-batch and
+    reset keys ``split(key, 3)``."""
+    return jnp.concatenate([key[None], jax.random.split(key, 3)])
+
+
+def unroll_keys(key: jax.Array, num_steps: int) -> jax.Array:
+    """``[num_steps, 4]``: :func:`step_keys` of ``split(key, num_steps)[t]``."""
+    return jax.vmap(step_keys)(jax.random.split(key, num_steps))
+
+
+def batch_keys(keys: jax.Array, num_steps: int) -> jax.Array:
+    """``[num_steps, B, 4]`` step keys of ``B`` tasks with per-task keys ``keys`` [B]."""
+    return jnp.swapaxes(jax.vmap(lambda k: unroll_keys(k, num_steps))(keys), 0, 1)
 
 
 def finish(loss: jax.Array, meta: jax.Array, state: InnerState, new: InnerState
@@ -126,14 +140,17 @@ def assemble(
     def ctx_of(theta, cfg):
         return theta if context is None else context(theta, cfg)
 
-    def step(key, theta, state):
-        new, out = phi(key, ctx_of(theta, state.cfg), state)
-        new = jax.lax.cond(out.done, lambda: init(reset_key(key), theta), lambda: new)
+    def step_with_keys(keys, theta, state):
+        new, out = phi(keys, ctx_of(theta, state.cfg), state)
+        new = jax.lax.cond(out.done, lambda: init(keys[3], theta), lambda: new)
         return new, out
 
+    def step(key, theta, state):
+        return step_with_keys(step_keys(key), theta, state)
+
     def unroll(key, theta, state, num_steps: int):
-        keys = jax.random.split(key, num_steps)
-        return jax.lax.scan(lambda s, k: step(k, theta, s), state, keys)
+        keys = unroll_keys(key, num_steps)
+        return jax.lax.scan(lambda s, k: step_with_keys(k, theta, s), state, keys)
 
     def init_batch(key, theta, num_tasks: int, stagger: str = "none", theta_batched=False):
         k_tasks, k_stagger = jax.random.split(key)
@@ -156,7 +173,7 @@ def assemble(
         t_axis = 0 if theta_batched else None
 
         def reset():
-            fresh = jax.vmap(init, (0, t_axis))(jax.vmap(reset_key)(keys), theta)
+            fresh = jax.vmap(init, (0, t_axis))(keys[:, 3], theta)
             if context is None:
                 return tree_where(done, fresh, new), ctx
             return (tree_where(done, fresh, new),
@@ -164,8 +181,8 @@ def assemble(
 
         return jax.lax.cond(jnp.any(done), reset, lambda: (new, ctx))
 
-    def scan_batch(step_keys, theta, states, ctx=None, theta_batched=False):
-        """Run a batch over explicit step keys ``[n, B]``; returns ``(states, ctx, outs)``
+    def scan_batch(keys, theta, states, ctx=None, theta_batched=False):
+        """Run a batch over explicit step keys ``[n, B, 4]``; returns ``(states, ctx, outs)``
         with ``outs`` ``[n, B]`` and ``ctx`` the tasks' contexts at the end (``ctx=None``:
         computed from ``states`` here; ignored without a context)."""
         c_axis = ctx_axis(theta_batched)
@@ -177,16 +194,16 @@ def assemble(
             return ((new, c) if context is not None else new), out
 
         if context is None:
-            states, outs = jax.lax.scan(body, states, step_keys)
+            states, outs = jax.lax.scan(body, states, keys)
             return states, theta, outs
         if ctx is None:
             ctx = contexts(theta, states.cfg, theta_batched)
-        (states, ctx), outs = jax.lax.scan(body, (states, ctx), step_keys)
+        (states, ctx), outs = jax.lax.scan(body, (states, ctx), keys)
         return states, ctx, outs
 
     def unroll_batch(keys, theta, states, num_steps: int, theta_batched=False):
-        step_keys = jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, num_steps))(keys), 0, 1)
-        states, _, outs = scan_batch(step_keys, theta, states, theta_batched=theta_batched)
+        states, _, outs = scan_batch(batch_keys(keys, num_steps), theta, states,
+                                     theta_batched=theta_batched)
         return states, jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), outs)
 
     return InnerProblem(init=init, step=step, unroll=unroll, init_batch=init_batch,

@@ -20,7 +20,8 @@ The result is an ordinary :class:`~metaopt.inner.InnerProblem` on the one engine
 ``L_val(w_{t+1})`` on the step's batch. There is no separate training loss (``StepOut.loss``
 repeats the meta-loss and estimators refuse the "train" meta-loss on such a problem).
 Episode ``init`` receives the task's key itself; the episode length is drawn from
-``fold_in(key, 1)``.
+``fold_in(key, 1)``; ``batch`` receives the step key itself (``keys[0]``, see
+:func:`metaopt.inner.core.step_keys`).
 """
 
 from __future__ import annotations
@@ -59,18 +60,20 @@ def map_problem(
     def init_state(key, alpha) -> InnerState:
         cfg, w = init(key, alpha)
         zero = jnp.zeros((), jnp.int32)
+        ctx = alpha if context is None else context(alpha, cfg)
+        dtype = jax.eval_shape(lambda: val_loss(w, ctx, batch(key, cfg))).dtype
         return InnerState(cfg, w, (), zero, schedule.sample(jax.random.fold_in(key, 1)),
-                          jnp.zeros((), jnp.float32))
+                          jnp.zeros((), dtype))
 
-    def step(key, ctx, state: InnerState):
-        b = batch(key, state.cfg)
+    def step(keys, ctx, state: InnerState):
+        b = batch(keys[0], state.cfg)
         w = phi(state.params, ctx, b)
         meta = val_loss(w, ctx, b)
-        new = state._replace(params=w, valid_loss=jnp.asarray(meta, jnp.float32))
+        new = state._replace(params=w, valid_loss=meta.astype(state.valid_loss.dtype))
         return finish(meta, meta, state, new)
 
-    def state_val_loss(key, ctx, state: InnerState):
-        return val_loss(state.params, ctx, batch(key, state.cfg))
+    def state_val_loss(keys, ctx, state: InnerState):
+        return val_loss(state.params, ctx, batch(keys[0], state.cfg))
 
     return assemble(init=init_state, phi=step, val_loss=state_val_loss, context=context,
                     schedule=schedule, valid=True, feed_valid_loss=False, has_train_loss=False,

@@ -22,8 +22,8 @@ Two separate settings: ``valid`` (measure the validation loss after each update,
 ``valid_loss`` extra arg; a learned optimizer that reads it must be evaluated the way it was
 trained).
 
-The step is the core's reset-free map ``phi`` (:mod:`metaopt.inner.core`), keyed by the step
-key ``k``: ``split(k, 3)`` = (train batch, validation batch, reset).
+The step is the core's reset-free map ``phi`` (:mod:`metaopt.inner.core`), given the step's
+keys ``[k, train batch, validation batch, reset]`` (``core.step_keys``).
 """
 
 from __future__ import annotations
@@ -123,34 +123,33 @@ def inner_problem(
         t = family.task(cfg)
         params = t.init(k_par)
         opt_state = opt_fn(theta).init(params)
-        vloss = jnp.zeros((), jnp.float32)
+        valid_fn = objectives_of(theta, cfg)[1]
         if feed_valid_loss:
-            vloss = objectives_of(theta, cfg)[1](params, t.batch(k_val, "valid"))
+            vloss = valid_fn(params, t.batch(k_val, "valid"))
+        else:  # not measured yet; the validation loss's dtype (float64 under x64)
+            shape = jax.eval_shape(lambda: valid_fn(params, t.batch(k_val, "valid")))
+            vloss = jnp.zeros((), shape.dtype)
         zero = jnp.zeros((), jnp.int32)
-        return InnerState(cfg, params, opt_state, zero, schedule.sample(k_len),
-                          jnp.asarray(vloss, jnp.float32))
+        return InnerState(cfg, params, opt_state, zero, schedule.sample(k_len), vloss)
 
-    def phi(key, theta, state: InnerState):
-        keys = jax.random.split(key, 3)
+    def phi(keys, theta, state: InnerState):
         t = family.task(state.cfg)
         train_loss, valid_loss = objectives_of(theta, state.cfg)
-        batch = t.batch(keys[0], "train")
+        batch = t.batch(keys[1], "train")
         loss, grads = jax.value_and_grad(train_loss)(state.params, batch)
         extra = {"loss": loss, "iteration": state.iteration, "num_steps": state.length}
         if feed_valid_loss:
             extra["valid_loss"] = state.valid_loss
         updates, opt_state = opt_fn(theta).update(grads, state.opt_state, state.params, **extra)
         params = optax.apply_updates(state.params, updates)
-        meta = valid_loss(params, t.batch(keys[1], "valid")) if valid else loss
-        new = state._replace(params=params, opt_state=opt_state,
-                             valid_loss=jnp.asarray(meta if valid else state.valid_loss,
-                                                    jnp.float32))
+        meta = valid_loss(params, t.batch(keys[2], "valid")) if valid else loss
+        vloss = meta.astype(state.valid_loss.dtype) if valid else state.valid_loss
+        new = state._replace(params=params, opt_state=opt_state, valid_loss=vloss)
         return finish(loss, meta, state, new)
 
-    def val_loss(key, theta, state: InnerState):
+    def val_loss(keys, theta, state: InnerState):
         t = family.task(state.cfg)
-        return objectives_of(theta, state.cfg)[1](
-            state.params, t.batch(jax.random.split(key, 3)[1], "valid"))
+        return objectives_of(theta, state.cfg)[1](state.params, t.batch(keys[2], "valid"))
 
     return assemble(init=init, phi=phi, val_loss=val_loss, context=None, schedule=schedule,
                     valid=valid, feed_valid_loss=feed_valid_loss, has_train_loss=True,

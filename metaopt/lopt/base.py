@@ -8,16 +8,37 @@ A learned optimizer (DESIGN.md, "The inner optimizer contract is optax") is the 
 so that ``lopt.optimizer(theta)`` *is* an optax optimizer: it composes with ``optax.chain``,
 checkpoints with orbax, and runs in the inner problem or in a plain user loop.
 
+Dtypes (optax's convention: state follows the parameters): ``init`` returns float32 theta;
+a theta cast to another float dtype is used as given (never cast down). The optimizer state
+of a parameter tensor has the tensor's dtype, at least float32 (:func:`state_dtype`; the
+hand-designed optimizers of :mod:`.hparam` keep exactly the parameter dtype, like
+``optax.sgd``/``optax.adam``), and the update is computed in the promotion of the state and
+theta dtypes (:func:`compute_dtype`) and returned in each parameter's dtype. So float32
+parameters and theta give a float32 program; float64 parameters and theta (under
+``jax.enable_x64(True)``) a float64 program -- features, statistics, networks, recurrent
+state, step embedding and meta-gradient -- with no float32 round trip.
+
+``optimizer(theta, num_steps=...)``: ``num_steps`` (the default step budget) may be a Python
+int or an integer array, traced or not (:func:`check_num_steps`), so that
+``optax.inject_hyperparams(lo.optimizer)(theta, num_steps=T)`` works. What optax does with
+the two arguments: ``num_steps`` (an int, also when left at its default) becomes a weakly
+typed int32 array ``state.hyperparams["num_steps"]``, passed back as a traced array to
+``optimizer(theta, num_steps=...)`` on every update; set it between updates with a Python int
+(``state.hyperparams["num_steps"] = 500``: same jit signature, no recompilation). ``theta``,
+a dict, is neither a number nor a callable to optax, so it is *not* a hyperparameter: it is
+passed through unchanged to every call (not stored in the state, not cast to the
+parameters' dtype by ``hyperparam_dtype``, and differentiable as usual).
+
 Extra arguments of ``update(grads, state, params, **extra)`` (all optional unless an optimizer
 says otherwise; unknown ones are ignored, as ``optax.chain`` forwards every extra arg to every
 member):
 
-* ``loss``: training loss of the current batch, float32[].
+* ``loss``: training loss of the current batch, a float scalar.
 * ``iteration``: int32[], the step within the episode (``k``). Preferred over the optimizer's
   internal step count, because the inner problem staggers tasks' starts.
 * ``num_steps``: int32[], the episode length (the step budget ``T``); when absent, the static
   ``num_steps`` given to ``optimizer(theta, num_steps=...)`` (default :data:`DEFAULT_NUM_STEPS`).
-* ``valid_loss``: float32[], the latest validation loss.
+* ``valid_loss``: a float scalar, the latest validation loss.
 
 An optimizer that *needs* an extra arg raises :class:`MissingExtraArgError` (a ``ValueError``)
 naming it, e.g. ``hierarchical: pass loss=<training loss> to update(...)``.
@@ -53,11 +74,15 @@ EXTRA_ARGS = {
     "params": "current parameters",
 }
 
-_TINY = float(np.finfo(np.float32).tiny)
 
 
 class LearnedOptimizer(NamedTuple):
-    """A learned optimizer: ``init(key) -> theta``; ``optimizer(theta, **static) -> optax``."""
+    """A learned optimizer: ``init(key) -> theta``; ``optimizer(theta, **static) -> optax``.
+
+    ``optax.inject_hyperparams(lo.optimizer)(theta, num_steps=T)`` is supported (module
+    docstring): ``num_steps`` becomes ``state.hyperparams["num_steps"]``, theta is passed
+    through as given.
+    """
 
     init: Callable[[jax.Array], PyTree]
     optimizer: Callable[..., optax.GradientTransformationExtraArgs]
@@ -80,9 +105,10 @@ def require(name: str, arg: str, value: Any) -> Any:
 
 
 def step_and_budget(
-    extra: Mapping[str, Any], count: jax.Array, default_num_steps: int
+    extra: Mapping[str, Any], count: jax.Array, default_num_steps: int | jax.Array,
+    dtype: Any = jnp.float32,
 ) -> tuple[jax.Array, jax.Array]:
-    """``(k, T)`` as float32[] scalars.
+    """``(k, T)`` as ``dtype[]`` scalars (the optimizer's :func:`compute_dtype`).
 
     ``k`` is the ``iteration`` extra arg if given, else the optimizer's internal ``count`` (the
     number of updates already applied from this state); ``T`` is the ``num_steps`` extra arg
@@ -92,16 +118,69 @@ def step_and_budget(
     k = count if k is None else k
     t = extra.get("num_steps")
     t = default_num_steps if t is None else t
-    return (jnp.asarray(k).astype(jnp.float32),
-            jnp.maximum(jnp.asarray(t).astype(jnp.float32), 1.0))
+    return (jnp.asarray(k).astype(dtype), jnp.maximum(jnp.asarray(t).astype(dtype), 1))
 
 
-def check_num_steps(name: str, num_steps: Any) -> int:
-    """Validate the static default step budget."""
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int | np.integer) or num_steps < 1:
-        raise ValueError(f"{name}: num_steps must be a positive int (default step budget), "
-                         f"got {num_steps!r}")
-    return int(num_steps)
+def check_num_steps(name: str, num_steps: Any) -> int | jax.Array:
+    """Validate the default step budget: a positive int, or an integer array of shape ``()``.
+
+    Python and NumPy ints must be >= 1 and are returned as ``int``. Integer arrays (JAX or
+    NumPy, e.g. the int32 hyperparameter of ``optax.inject_hyperparams``) are returned as
+    given; a concrete one must be >= 1, a traced one cannot be checked and is clamped to at
+    least 1 where it is used (:func:`step_and_budget`). Bools, floats and other shapes raise
+    ``ValueError`` naming ``num_steps``.
+    """
+    def bad(why: str) -> ValueError:
+        return ValueError(f"{name}: num_steps must be a positive int or an integer array of "
+                          f"shape () (default step budget); {why}, got {num_steps!r}")
+
+    if isinstance(num_steps, bool | np.bool_):
+        raise bad("a bool is not a step count")
+    if isinstance(num_steps, int | np.integer):
+        if num_steps < 1:
+            raise bad("it must be >= 1")
+        return int(num_steps)
+    if not isinstance(num_steps, jax.Array | np.ndarray):
+        raise bad(f"{type(num_steps).__name__} is not an int")
+    if not jnp.issubdtype(num_steps.dtype, jnp.integer):
+        raise bad(f"dtype {num_steps.dtype} is not an integer dtype")
+    if num_steps.shape != ():
+        raise bad(f"shape {num_steps.shape} is not ()")
+    try:
+        value = int(num_steps)
+    except jax.errors.ConcretizationTypeError:  # traced: checked (clamped) where it is used
+        return num_steps
+    if value < 1:
+        raise bad("it must be >= 1")
+    return num_steps
+
+
+def float_leaves_dtype(*trees: PyTree) -> Any:
+    """The promotion of float32 and the float dtypes of the leaves of ``trees``.
+
+    JAX's promotion rules, weak types included: float32 parameters and theta give float32,
+    also under ``jax.enable_x64`` where a weakly typed leaf (``jnp.asarray(0.1)``, a Python
+    float) is nominally float64; a (strongly typed) float64 leaf gives float64;
+    bfloat16/float16 give float32.
+    """
+    leaves = [x for tree in trees for x in jax.tree.leaves(tree)
+              if jnp.issubdtype(jnp.result_type(x), jnp.floating)]
+    return jnp.result_type(jnp.float32, *leaves)
+
+
+def state_dtype(param_dtype: Any) -> Any:
+    """Accumulator dtype of a parameter of ``param_dtype``: that dtype, at least float32.
+
+    Low-precision (bfloat16/float16) parameters get float32 accumulators: moving averages at
+    decays up to 0.9999 and the normalization statistics are meaningless at 8-11 bits.
+    """
+    return jnp.promote_types(param_dtype, jnp.float32)
+
+
+def compute_dtype(theta: PyTree, *state: PyTree) -> Any:
+    """The dtype an update is computed in: the promotion of theta's and the state's float
+    dtypes (float32 at least)."""
+    return float_leaves_dtype(theta, *state)
 
 
 def _float(field: str, value: Any) -> float:
@@ -162,13 +241,15 @@ def safe_sqrt(x: jax.Array) -> jax.Array:
     """``sqrt(x)`` for ``x >= 0`` with a finite derivative everywhere (0 where ``x`` ~ 0).
 
     The "double where": ``sqrt(where(x > tiny, x, 1)) * [x > tiny]``; forward equals
-    ``sqrt(x)`` except for ``x`` below the smallest normal float32 (returns 0 there).
+    ``sqrt(x)`` except for ``x`` below the smallest normal number of its dtype (returns 0
+    there).
     """
-    ok = x > _TINY
+    ok = x > float(jnp.finfo(jnp.result_type(x)).tiny)
     return jnp.where(ok, jnp.sqrt(jnp.where(ok, x, 1.0)), 0.0)
 
 
 def f32(x: Any) -> jax.Array:
+    """``x`` as a float32 array (initial theta only; updates follow the dtypes in use)."""
     return jnp.asarray(x, jnp.float32)
 
 

@@ -25,6 +25,11 @@ several times a copy in XLA:CPU); :mod:`.hierarchical` uses the flat layout inst
 
 :func:`step_embedding` embeds the step ``k`` relative to the budget ``T``:
 ``x = clip(k/T, 0, 1)``, ``[sin(pi 2^l x), cos(pi 2^l x)]`` for ``l = 0..L-1`` (``2L`` values).
+
+Dtypes: accumulators have the dtype of their parameter, at least float32
+(:func:`~metaopt.lopt.base.state_dtype`); features and statistics are computed in the
+accumulators' dtype, the step embedding in the dtype of ``k`` -- float64 parameters give
+float64 throughout, float32 ones float32.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+
+from metaopt.lopt.base import state_dtype
 
 FEATURE_EPS = 1e-10
 NORM_EPS = 1e-12
@@ -51,19 +58,23 @@ def check_rms_decays(mom_decays: Sequence[float], rms_decays: Sequence[float]) -
 
 
 def init_accumulators(params, num: int):
-    """A float32 zero pytree with leaves ``[num, *p.shape]`` (one row per decay)."""
-    return jax.tree.map(lambda p: jnp.zeros((num, *jnp.shape(p)), jnp.float32), params)
+    """A zero pytree with leaves ``[num, *p.shape]`` (one row per decay), each of dtype
+    :func:`~metaopt.lopt.base.state_dtype` of its parameter (float32 for float32 ``p``)."""
+    return jax.tree.map(
+        lambda p: jnp.zeros((num, *jnp.shape(p)), state_dtype(jnp.result_type(p))), params)
 
 
 def update_moments(g: jax.Array, mom: jax.Array, rms: jax.Array, mom_decays: Sequence[float],
                    rms_decays: Sequence[float]) -> tuple[jax.Array, jax.Array]:
     """EMA updates of one tensor's accumulators ``mom``: ``[D, *shape]``, ``rms``: ``[R, *shape]``.
 
-    Stacked per tensor so that each update is one loop reading ``g`` once.
+    Stacked per tensor so that each update is one loop reading ``g`` once. Computed and
+    returned in the accumulators' dtype (``mom.dtype``, ``rms.dtype``).
     """
-    g = g.astype(jnp.float32)[None]
-    b = jnp.asarray(mom_decays, jnp.float32).reshape((-1,) + (1,) * (g.ndim - 1))
-    c = jnp.asarray(rms_decays, jnp.float32).reshape((-1,) + (1,) * (g.ndim - 1))
+    dt = jnp.result_type(mom, rms)
+    g = g.astype(dt)[None]
+    b = jnp.asarray(mom_decays, dt).reshape((-1,) + (1,) * (g.ndim - 1))
+    c = jnp.asarray(rms_decays, dt).reshape((-1,) + (1,) * (g.ndim - 1))
     return b * mom + (1.0 - b) * g, c * rms + (1.0 - c) * jnp.square(g)
 
 
@@ -73,8 +84,10 @@ def _pair(i: int, num_rms: int) -> int:
 
 def per_param_features(g: jax.Array, p: jax.Array, ms: Sequence[jax.Array],
                        vs: Sequence[jax.Array]) -> list[jax.Array]:
-    """The ``F`` raw features of one tensor (module docstring), each shaped like it."""
-    g, p = g.astype(jnp.float32), p.astype(jnp.float32)
+    """The ``F`` raw features of one tensor (module docstring), each shaped like it, in the
+    accumulators' dtype."""
+    dt = jnp.result_type(*ms, *vs)
+    g, p = g.astype(dt), p.astype(dt)
     d, r = len(ms), len(vs)
     rs = [jax.lax.rsqrt(v + FEATURE_EPS) for v in vs]
     sq = [(v + FEATURE_EPS) * q for v, q in zip(vs, rs, strict=True)]  # sqrt(v + e)
@@ -84,7 +97,8 @@ def per_param_features(g: jax.Array, p: jax.Array, ms: Sequence[jax.Array],
 def second_moment_terms(g: jax.Array, p: jax.Array, ms: Sequence[jax.Array],
                         vs: Sequence[jax.Array]) -> list[jax.Array]:
     """The squares of :func:`per_param_features`, written in the accumulators."""
-    g, p = g.astype(jnp.float32), p.astype(jnp.float32)
+    dt = jnp.result_type(*ms, *vs)
+    g, p = g.astype(dt), p.astype(dt)
     d, r = len(ms), len(vs)
     ms2 = [jnp.square(m) for m in ms]
     inv = [1.0 / (v + FEATURE_EPS) for v in vs]
@@ -113,14 +127,15 @@ def normalizer_scales(second_moments: jax.Array) -> jax.Array:
 
 
 def step_embedding(k: jax.Array, t: jax.Array, num_freqs: int) -> jax.Array:
-    """Sinusoidal embedding of ``k / T``: float32[2 * num_freqs] (module docstring)."""
+    """Sinusoidal embedding of ``k / T``: ``[2 * num_freqs]`` in the dtype of ``k / T``."""
     x = jnp.clip(k / t, 0.0, 1.0)
-    w = jnp.pi * (2.0 ** jnp.arange(num_freqs, dtype=jnp.float32))
+    w = jnp.pi * (2.0 ** jnp.arange(num_freqs, dtype=x.dtype))
     return jnp.concatenate([jnp.sin(w * x), jnp.cos(w * x)])
 
 
 def means(xs: Sequence[jax.Array]) -> jax.Array:
-    """``[mean(x) for x in xs]`` (same-shaped ``xs``) as float32[len(xs)], in one pass.
+    """``[mean(x) for x in xs]`` (same-shaped ``xs``) as ``[len(xs)]``, in one pass (the
+    promoted dtype of ``xs``; each sum accumulates in its input's dtype).
 
     A single variadic reduction reads every input once (XLA fuses the ``xs``' elementwise
     producers into it). Its JVP is the plain ``[mean(dx)]``: JAX's generic derivative of
@@ -135,7 +150,7 @@ def _means(xs):
     # [parts, n / parts] rows: XLA:CPU runs the rows of a reduction on different threads
     parts = next((k for k in (8, 4, 2) if n % k == 0 and n >= 4096 * k), 1)
     rows = tuple(x.reshape(parts, -1) for x in xs)
-    zeros = tuple(jnp.zeros((), jnp.float32) for _ in xs)
+    zeros = tuple(jnp.zeros((), x.dtype) for x in xs)
     sums = jax.lax.reduce(rows, zeros, lambda a, b: tuple(u + w for u, w in zip(a, b)), (1,))
     return jnp.stack([jnp.sum(s) for s in sums]) / n
 

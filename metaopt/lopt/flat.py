@@ -1,7 +1,7 @@
 """A flat view of a parameter pytree, for per-parameter learned optimizers.
 
 The per-parameter networks of :mod:`.mlp`, :mod:`.lstm` and :mod:`.hierarchical` run on one
-concatenated float32 vector of all ``N`` parameters instead of once per tensor: the compiled
+concatenated vector of all ``N`` parameters instead of once per tensor: the compiled
 update then has a fixed number of kernels whatever the number of tensors ``T`` (compile time
 and per-kernel overhead no longer grow with the model's depth), and the optimizer state is a
 few ``[K, N]`` arrays. Tensor ``t`` occupies ``[offsets[t], offsets[t] + sizes[t])`` in
@@ -11,6 +11,10 @@ Per-tensor quantities (normalization statistics, per-tensor LSTM outputs) are ``
 tables; :func:`per_tensor_means` computes them with one fused reduction per tensor over
 static slices, and :func:`rows` broadcasts a table back to parameters by gathering with the
 segment ids ``seg[i] = t`` (:func:`segment_ids`, computed in-graph: no ``N``-sized constant).
+
+The flat vector's dtype is :attr:`Layout.dtype`: the promotion of the leaves' dtypes and
+float32 (float32 for float32 or bfloat16 parameters, float64 when any leaf is float64);
+:func:`unflatten` casts each slice back to its leaf's dtype.
 """
 
 from __future__ import annotations
@@ -43,6 +47,11 @@ class Layout(NamedTuple):
     def num_tensors(self) -> int:
         return len(self.sizes)
 
+    @property
+    def dtype(self) -> Any:
+        """dtype of the flat vector: the leaves' dtypes promoted with float32."""
+        return jnp.result_type(jnp.float32, *self.dtypes)
+
 
 def layout(tree: PyTree) -> Layout:
     """The :class:`Layout` of ``tree`` (arrays or shape/dtype structs); ValueError if empty."""
@@ -56,13 +65,13 @@ def layout(tree: PyTree) -> Layout:
 
 
 def flatten(tree: PyTree, lay: Layout) -> jax.Array:
-    """``tree`` (structured like ``lay``) as float32[N]."""
+    """``tree`` (structured like ``lay``) as ``lay.dtype[N]``."""
     leaves = lay.treedef.flatten_up_to(tree)
-    return jnp.concatenate([jnp.asarray(x, jnp.float32).reshape(-1) for x in leaves])
+    return jnp.concatenate([jnp.asarray(x, lay.dtype).reshape(-1) for x in leaves])
 
 
 def unflatten(vec: jax.Array, lay: Layout) -> PyTree:
-    """float32[N] back to the pytree, each leaf cast to its original dtype."""
+    """``[N]`` back to the pytree, each leaf cast to its original dtype."""
     leaves = [vec[o:o + n].reshape(s).astype(d)
               for o, n, s, d in zip(lay.offsets, lay.sizes, lay.shapes, lay.dtypes)]
     return lay.treedef.unflatten(leaves)
@@ -103,7 +112,8 @@ def rows(table: jax.Array, seg: jax.Array | None) -> jax.Array:
 
 
 def per_tensor_means(terms: Sequence[jax.Array], lay: Layout) -> jax.Array:
-    """``[T, K]``: the mean over each tensor of each of the ``K`` float32[N] ``terms``.
+    """``[T, K]``: the mean over each tensor of each of the ``K`` ``[N]`` ``terms`` (each
+    summed in its own dtype).
 
     One variadic reduction per tensor reads every term's slice once (XLA fuses the terms'
     elementwise producers into it, so they are never materialized). The derivative is the
@@ -116,7 +126,7 @@ def per_tensor_means(terms: Sequence[jax.Array], lay: Layout) -> jax.Array:
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _per_tensor_means(terms: tuple[jax.Array, ...], lay: Layout) -> jax.Array:
-    zeros = tuple(jnp.zeros((), jnp.float32) for _ in terms)
+    zeros = tuple(jnp.zeros((), x.dtype) for x in terms)
     out = []
     for o, n in zip(lay.offsets, lay.sizes):
         sums = jax.lax.reduce(tuple(x[o:o + n] for x in terms), zeros,
@@ -129,7 +139,7 @@ def _per_tensor_means(terms: tuple[jax.Array, ...], lay: Layout) -> jax.Array:
 def _per_tensor_means_jvp(lay, primals, tangents):
     (terms,), (dterms,) = primals, tangents
     stacked = jnp.stack(dterms, axis=1)  # [N, K]
-    inv_sizes = 1.0 / jnp.asarray(lay.sizes, jnp.float32)[:, None]
+    inv_sizes = 1.0 / jnp.asarray(lay.sizes, stacked.dtype)[:, None]
     seg = segment_ids(lay)
     if seg is None:
         sums = jnp.sum(stacked, axis=0, keepdims=True)

@@ -35,6 +35,11 @@ by one fused reduction per tensor, the per-parameter MLP in matmul form with per
 gathered by segment id), so that the compiled update -- and its meta-gradient -- has a number
 of kernels independent of the number of tensors; the ``2 x 32`` MLP's matmuls dominate the
 cost of the concatenation this needs.
+
+Dtypes: every state array has the flat vector's dtype ``S`` (:attr:`.flat.Layout.dtype`:
+float32 for float32 parameters, float64 for float64 ones); accumulators, statistics, loss
+normalizers and features are computed in ``S``, the LSTM, step embedding and MLP in the
+promotion of ``S`` and theta's dtype; recurrent outputs are cast back to ``S`` when stored.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ from metaopt.lopt.base import (
     check_decays,
     check_num_steps,
     check_widths,
+    compute_dtype,
     jit_init,
     require,
     step_and_budget,
@@ -66,37 +72,36 @@ TRAIN_DECAY, VALID_DECAY = 0.9, 0.95
 
 
 class LossNormState(NamedTuple):
-    mean: jax.Array  # float32[], EMA of the loss (biased)
-    var: jax.Array  # float32[], EMA of its squared deviation (biased)
+    mean: jax.Array  # S[], EMA of the loss (biased)
+    var: jax.Array  # S[], EMA of its squared deviation (biased)
     count: jax.Array  # int32[], number of EMA updates
 
 
 class HierarchicalState(NamedTuple):
     count: jax.Array  # int32[], updates applied so far
-    mom: jax.Array  # float32[D, N], over the flat parameters (metaopt.lopt.flat)
-    rms: jax.Array  # float32[D, N]
-    lstm_h: jax.Array  # float32[T, lstm_hidden]
-    lstm_c: jax.Array  # float32[T, lstm_hidden]
-    from_mlp: jax.Array  # float32[T, from_mlp]
-    from_lstm: jax.Array  # float32[from_lstm]
+    mom: jax.Array  # S[D, N], over the flat parameters (metaopt.lopt.flat); S = lay.dtype
+    rms: jax.Array  # S[D, N]
+    lstm_h: jax.Array  # S[T, lstm_hidden]
+    lstm_c: jax.Array  # S[T, lstm_hidden]
+    from_mlp: jax.Array  # S[T, from_mlp]
+    from_lstm: jax.Array  # S[from_lstm]
     train_norm: LossNormState
     valid_norm: LossNormState
 
 
-def _norm_init() -> LossNormState:
-    return LossNormState(jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32),
-                         jnp.zeros((), jnp.int32))
+def _norm_init(dtype) -> LossNormState:
+    return LossNormState(jnp.zeros((), dtype), jnp.zeros((), dtype), jnp.zeros((), jnp.int32))
 
 
 def _norm_update(s: LossNormState, x: jax.Array, decay: float) -> LossNormState:
-    x = jnp.asarray(x, jnp.float32)
+    x = jnp.asarray(x).astype(s.mean.dtype)
     mean = decay * s.mean + (1 - decay) * x
     var = decay * s.var + (1 - decay) * jnp.square(mean - x)
     return LossNormState(mean, var, optax.safe_increment(s.count))
 
 
 def _corrected(s: LossNormState, decay: float) -> tuple[jax.Array, jax.Array]:
-    c = 1.0 / (1.0 - decay ** s.count.astype(jnp.float32) + 1e-8)
+    c = 1.0 / (1.0 - decay ** s.count.astype(s.mean.dtype) + 1e-8)
     return s.mean * c, s.var * c
 
 
@@ -105,12 +110,13 @@ def _log_feat(x: jax.Array) -> jax.Array:
 
 
 def _shape_feats(shape: tuple[int, ...]) -> np.ndarray:
+    """float64[5]: is-scalar and ``log(dim) - 1`` of up to 4 dims (cast where used)."""
     dims = list(shape)
     if len(dims) > 4:
         dims = [int(np.prod(dims[:-3]))] + dims[-3:]
     dims = dims + [1] * (4 - len(dims))
     return np.asarray([1.0 if len(shape) == 0 else -1.0] + [math.log(d) - 1.0 for d in dims],
-                      np.float32)
+                      np.float64)
 
 
 def hierarchical_lopt(hidden: Sequence[int] = (32, 32),
@@ -147,25 +153,26 @@ def hierarchical_lopt(hidden: Sequence[int] = (32, 32),
 
         def init_state(params):
             lay = flat.layout(params)
-            n, nt = lay.total, lay.num_tensors
-            zeros = jnp.zeros((nt, lstm_hidden), jnp.float32)
+            n, nt, dt = lay.total, lay.num_tensors, lay.dtype
+            zeros = jnp.zeros((nt, lstm_hidden), dt)
             return HierarchicalState(
-                jnp.zeros((), jnp.int32), jnp.zeros((nd, n), jnp.float32),
-                jnp.zeros((nd, n), jnp.float32), zeros, zeros,
-                jnp.zeros((nt, from_mlp), jnp.float32), jnp.zeros((from_lstm,), jnp.float32),
-                _norm_init(), _norm_init())
+                jnp.zeros((), jnp.int32), jnp.zeros((nd, n), dt), jnp.zeros((nd, n), dt),
+                zeros, zeros, jnp.zeros((nt, from_mlp), dt), jnp.zeros((from_lstm,), dt),
+                _norm_init(dt), _norm_init(dt))
 
         def update(updates, state, params=None, **extra):
             params = require(name, "params", params)
             loss = require(name, "loss", extra.get("loss"))
             lay = flat.layout(updates)
-            nt = lay.num_tensors
-            k, t = step_and_budget(extra, state.count, num_steps)
+            nt, sdt = lay.num_tensors, state.mom.dtype
+            cdt = compute_dtype(theta, state.mom)
+            k, t = step_and_budget(extra, state.count, num_steps, cdt)
             train_norm, valid_norm, loss_feats = _loss_features(
                 state.train_norm, state.valid_norm, loss, extra.get("valid_loss"))
 
             g, p = flat.flatten(updates, lay), flat.flatten(params, lay)
-            b = jnp.asarray(decays, jnp.float32)[:, None]
+            g, p = g.astype(sdt), p.astype(sdt)
+            b = jnp.asarray(decays, sdt)[:, None]
             mom = b * state.mom + (1.0 - b) * g[None, :]
             rms = b * state.rms + (1.0 - b) * jnp.square(g)[None, :]
             ms, vs = flat.unstack(mom), flat.unstack(rms)
@@ -178,14 +185,15 @@ def hierarchical_lopt(hidden: Sequence[int] = (32, 32),
             new_from_lstm = jnp.mean(layers.dense(theta["to_lstm"], h), axis=0)
             const = jnp.concatenate([
                 jnp.broadcast_to(ft.step_embedding(k, t, num_freqs), (nt, 2 * num_freqs)),
-                jnp.full((nt, 1), math.log(nt) - 1.0, jnp.float32),
-                layers.dense(theta["to_ff"], h)], axis=1)
+                jnp.full((nt, 1), math.log(nt) - 1.0, cdt),
+                layers.dense(theta["to_ff"], h).astype(cdt)], axis=1)
             o = ppnet.apply_net_flat(theta["mlp"], ft.per_param_features(g, p, ms, vs),
                                      ft.normalizer_scales(stats_ff), const, lay)
             step = o[0] * jnp.exp(o[1] * exp_mult) * step_mult
             new_state = HierarchicalState(
-                optax.safe_increment(state.count), mom, rms, h, c,
-                flat.per_tensor_means(o[2:], lay), new_from_lstm, train_norm, valid_norm)
+                optax.safe_increment(state.count), mom, rms, h.astype(sdt), c.astype(sdt),
+                flat.per_tensor_means(o[2:], lay).astype(sdt), new_from_lstm.astype(sdt),
+                train_norm, valid_norm)
             return flat.unflatten(-step, lay), new_state
 
         return optax.GradientTransformationExtraArgs(init_state, update)
@@ -213,7 +221,7 @@ def _loss_features(train_norm, valid_norm, loss, valid):
     train_norm = _norm_update(train_norm, loss, TRAIN_DECAY)
     mu, var = _corrected(train_norm, TRAIN_DECAY)
     inv_sd = jax.lax.rsqrt(var + 1e-8)
-    f_train = jnp.clip((jnp.asarray(loss, jnp.float32) - mu) * inv_sd, -5.0, 5.0)
+    f_train = jnp.clip((jnp.asarray(loss).astype(mu.dtype) - mu) * inv_sd, -5.0, 5.0)
     if valid is None:
         return train_norm, valid_norm, jnp.stack([f_train, jnp.zeros_like(f_train),
                                                   -jnp.ones_like(f_train)])
@@ -234,14 +242,15 @@ def _tensor_features(stats_ff, stats_t, nd, lay, loss_feats, from_mlp, from_lstm
     var_m = jnp.maximum(msq_m - jnp.square(mean_m), 0.0)
     var_v = jnp.maximum(msq_v - jnp.square(mean_v), 0.0)
     var_p = jnp.maximum(msq_p - jnp.square(mean_p), 0.0)
-    sizes = jnp.asarray(lay.sizes, jnp.float32)
+    dt = stats_ff.dtype
+    sizes = jnp.asarray(lay.sizes, dt)
     # ||p||, ||g|| with eps inside the root (finite derivative at 0)
     norms = jnp.sqrt(jnp.concatenate([msq_p, msq_g], axis=1) * sizes[:, None] + 1e-12)
-    shape_feats = jnp.asarray(np.stack([_shape_feats(s) for s in lay.shapes]))
+    shape_feats = jnp.asarray(np.stack([_shape_feats(s) for s in lay.shapes]), dt)
     return jnp.concatenate([
         _log_feat(mean_m), jnp.sign(mean_m), _log_feat(var_m), _log_feat(mean_v),
         _log_feat(var_v),
         _log_feat(mean_p), jnp.sign(mean_p), _log_feat(var_p),
-        _log_feat(norms), shape_feats, jnp.broadcast_to(loss_feats, (nt, 3)), from_mlp,
-        jnp.broadcast_to(from_lstm, (nt, from_lstm.shape[0])),
+        _log_feat(norms), shape_feats, jnp.broadcast_to(loss_feats.astype(dt), (nt, 3)),
+        from_mlp.astype(dt), jnp.broadcast_to(from_lstm.astype(dt), (nt, from_lstm.shape[0])),
     ], axis=1)

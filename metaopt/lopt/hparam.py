@@ -23,6 +23,11 @@ else the internal count ``state.count`` (updates applied so far); ``T`` is the `
 extra arg, else the static ``num_steps`` of ``optimizer(theta, num_steps=...)``. Adam's bias
 correction always uses the internal count: it describes the moments in the state. No extra
 arg is required.
+
+Dtypes (as optax): the state (``trace``, ``mu``, ``nu``) has each parameter's dtype and the
+updates are cast to it; the rate, decays and schedule are computed in the promotion of
+theta's and the gradients' dtypes (theta is cast up to it first), so float64 parameters with
+float64 theta run entirely in float64 and float32 ones entirely in float32.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from metaopt.lopt.base import (
     check_decay,
     check_num_steps,
     check_positive,
+    compute_dtype,
     decay_from_logit,
     f32,
     logit,
@@ -58,21 +64,28 @@ class SGDState(NamedTuple):
 
 class MomentumState(NamedTuple):
     count: jax.Array  # int32[]
-    trace: PyTree  # like params, float32: m
+    trace: PyTree  # like params (same dtypes): m
 
 
 class AdamState(NamedTuple):
     count: jax.Array  # int32[]
-    mu: PyTree  # like params: first moment m
-    nu: PyTree  # like params: second moment v
+    mu: PyTree  # like params (same dtypes): first moment m
+    nu: PyTree  # like params (same dtypes): second moment v
 
 
 def _zeros_like(params: PyTree) -> PyTree:
     return jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.asarray(p).dtype), params)
 
 
+def _promoted(theta: dict, updates: PyTree) -> dict:
+    """theta cast to :func:`~metaopt.lopt.base.compute_dtype` of theta and the updates."""
+    dt = compute_dtype(theta, updates)
+    return jax.tree.map(lambda x: jnp.asarray(x).astype(dt), theta)
+
+
 def _rate(theta, sched: schedules.Schedule, count, extra, num_steps) -> jax.Array:
-    k, t = step_and_budget(extra, count, num_steps)
+    """``a_k`` in theta's dtype (``theta`` already :func:`_promoted`)."""
+    k, t = step_and_budget(extra, count, num_steps, jnp.result_type(theta["log_lr"]))
     return jnp.exp(theta["log_lr"]) * sched.factor(theta, k, t)
 
 
@@ -91,23 +104,25 @@ def learnable_sgd(learning_rate: float = 0.1, schedule: str | schedules.Schedule
     """SGD with a learnable (log) learning rate and schedule; theta = ``{log_lr, ...}``."""
     lr = check_positive("learning_rate", learning_rate)
     sched = schedules.get(schedule, **dict(schedule_options or {}))
+    name = _name("sgd", sched)
 
     def init(key: jax.Array) -> dict:
         del key
         return _theta(sched, log_lr=math.log(lr))
 
     def optimizer(theta: dict, *, num_steps: int = DEFAULT_NUM_STEPS):
-        num_steps = check_num_steps("sgd", num_steps)
+        num_steps = check_num_steps(name, num_steps)
 
         def update(updates, state, params=None, **extra):
             del params
-            a = _rate(theta, sched, state.count, extra, num_steps)
+            th = _promoted(theta, updates)
+            a = _rate(th, sched, state.count, extra, num_steps)
             out = jax.tree.map(lambda g: (-a * g).astype(g.dtype), updates)
             return out, SGDState(optax.safe_increment(state.count))
 
         return optax.GradientTransformationExtraArgs(lambda p: SGDState(_count0()), update)
 
-    return LearnedOptimizer(init, optimizer, _name("sgd", sched))
+    return LearnedOptimizer(init, optimizer, name)
 
 
 def learnable_momentum(learning_rate: float = 0.1, momentum: float = 0.9, nesterov: bool = False,
@@ -117,18 +132,20 @@ def learnable_momentum(learning_rate: float = 0.1, momentum: float = 0.9, nester
     lr = check_positive("learning_rate", learning_rate)
     mom = check_decay("momentum", momentum)
     sched = schedules.get(schedule, **dict(schedule_options or {}))
+    name = _name("momentum", sched)
 
     def init(key: jax.Array) -> dict:
         del key
         return _theta(sched, log_lr=math.log(lr), logit_momentum=logit(mom))
 
     def optimizer(theta: dict, *, num_steps: int = DEFAULT_NUM_STEPS):
-        num_steps = check_num_steps("momentum", num_steps)
+        num_steps = check_num_steps(name, num_steps)
 
         def update(updates, state, params=None, **extra):
             del params
-            mu, _ = decay_from_logit(theta["logit_momentum"])
-            a = _rate(theta, sched, state.count, extra, num_steps)
+            th = _promoted(theta, updates)
+            mu, _ = decay_from_logit(th["logit_momentum"])
+            a = _rate(th, sched, state.count, extra, num_steps)
             trace = jax.tree.map(lambda g, t: (g + mu * t).astype(t.dtype), updates, state.trace)
             if nesterov:
                 direction = jax.tree.map(lambda g, t: g + mu * t, updates, trace)
@@ -142,7 +159,7 @@ def learnable_momentum(learning_rate: float = 0.1, momentum: float = 0.9, nester
 
         return optax.GradientTransformationExtraArgs(init_state, update)
 
-    return LearnedOptimizer(init, optimizer, _name("momentum", sched))
+    return LearnedOptimizer(init, optimizer, name)
 
 
 def learnable_adam(learning_rate: float = 1e-3, b1: float = 0.9, b2: float = 0.999,
@@ -162,6 +179,7 @@ def learnable_adam(learning_rate: float = 1e-3, b1: float = 0.9, b2: float = 0.9
     if eps_root < 0:
         raise ValueError(f"eps_root: must be >= 0, got {eps_root!r}")
     sched = schedules.get(schedule, **dict(schedule_options or {}))
+    name = _name("adam", sched)
 
     def init(key: jax.Array) -> dict:
         del key
@@ -169,14 +187,15 @@ def learnable_adam(learning_rate: float = 1e-3, b1: float = 0.9, b2: float = 0.9
                       log_eps=math.log(eps))
 
     def optimizer(theta: dict, *, num_steps: int = DEFAULT_NUM_STEPS):
-        num_steps = check_num_steps("adam", num_steps)
+        num_steps = check_num_steps(name, num_steps)
 
         def update(updates, state, params=None, **extra):
             del params
-            d1, o1 = decay_from_logit(theta["logit_b1"])
-            d2, o2 = decay_from_logit(theta["logit_b2"])
-            e = jnp.exp(theta["log_eps"])
-            a = _rate(theta, sched, state.count, extra, num_steps)
+            th = _promoted(theta, updates)
+            d1, o1 = decay_from_logit(th["logit_b1"])
+            d2, o2 = decay_from_logit(th["logit_b2"])
+            e = jnp.exp(th["log_eps"])
+            a = _rate(th, sched, state.count, extra, num_steps)
             mu = jax.tree.map(lambda g, m: (o1 * g + d1 * m).astype(m.dtype),
                               updates, state.mu)
             nu = jax.tree.map(lambda g, v: (o2 * (g * g) + d2 * v).astype(v.dtype),
@@ -196,7 +215,7 @@ def learnable_adam(learning_rate: float = 1e-3, b1: float = 0.9, b2: float = 0.9
 
         return optax.GradientTransformationExtraArgs(init_state, update)
 
-    return LearnedOptimizer(init, optimizer, _name("adam", sched))
+    return LearnedOptimizer(init, optimizer, name)
 
 
 def _name(base: str, sched: schedules.Schedule) -> str:

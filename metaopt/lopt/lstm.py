@@ -16,7 +16,10 @@ paper's architecture. ``log|g|`` is computed with a double ``where`` so meta-gra
 finite at ``g = 0``.
 
 No extra arg is needed (the LSTM sees only gradients). State: ``(h, c)`` per layer as
-float32 ``[N, 20]`` over the flat parameter vector of :mod:`.flat`: 80 floats per parameter.
+``[N, 20]`` over the flat parameter vector of :mod:`.flat` (80 floats per parameter), in the
+flat vector's dtype (:attr:`.flat.Layout.dtype`: float32 for float32 parameters, float64 for
+float64 ones). The preprocessing runs in that dtype, the LSTM in its promotion with theta's
+dtype; a state computed in a wider dtype than it is stored in is cast back to it.
 """
 
 from __future__ import annotations
@@ -44,13 +47,14 @@ SKIPS = ("sign", "none")
 
 class LSTMState(NamedTuple):
     count: jax.Array  # int32[], updates applied so far
-    h: tuple  # per layer: float32[N, hidden], over the flat parameters (metaopt.lopt.flat)
-    c: tuple  # per layer: float32[N, hidden]
+    h: tuple  # per layer: [N, hidden] (flat layout dtype), over the flat parameters
+    c: tuple  # per layer: [N, hidden]
 
 
 def preprocess(g: jax.Array, p: float = 10.0) -> jax.Array:
-    """Andrychowicz et al.'s log/sign preprocessing: ``[...] -> [..., 2]``."""
-    g = g.astype(jnp.float32)
+    """Andrychowicz et al.'s log/sign preprocessing: ``[...] -> [..., 2]`` (``g``'s dtype,
+    at least float32)."""
+    g = g.astype(jnp.promote_types(g.dtype, jnp.float32))
     a = jnp.abs(g)
     big = a >= math.exp(-p)
     log_a = jnp.log(jnp.where(big, a, 1.0))  # double where: finite d/dg at g = 0
@@ -77,8 +81,8 @@ def lstm_lopt(hidden: Sequence[int] = (20, 20), p: float = 10.0, out_scale: floa
         check_num_steps("lstm", num_steps)  # accepted for a uniform interface; unused
 
         def init_state(params):
-            n = flat.layout(params).total
-            zeros = tuple(jnp.zeros((n, w), jnp.float32) for w in hidden)
+            lay = flat.layout(params)
+            zeros = tuple(jnp.zeros((lay.total, w), lay.dtype) for w in hidden)
             return LSTMState(jnp.zeros((), jnp.int32), zeros, zeros)
 
         def update(updates, state, params=None, **extra):
@@ -87,10 +91,10 @@ def lstm_lopt(hidden: Sequence[int] = (20, 20), p: float = 10.0, out_scale: floa
             x = preprocess(flat.flatten(updates, lay), p)  # [N, 2]
             inp, new_h, new_c = x, [], []
             for cell, h, c in zip(theta["cells"], state.h, state.c, strict=True):
-                h, c = layers.lstm(cell, inp, h, c)
-                new_h.append(h)
-                new_c.append(c)
-                inp = h
+                h_new, c_new = layers.lstm(cell, inp, h, c)
+                new_h.append(h_new.astype(h.dtype))
+                new_c.append(c_new.astype(c.dtype))
+                inp = h_new
             out = layers.dense(theta["out"], inp)[:, 0]
             if "skip" in theta:
                 out = out + x @ theta["skip"]

@@ -21,7 +21,10 @@ elementwise evaluation, low overhead) and :func:`mlp_lopt` defaults (2 x 32 on m
 Extra args: ``params`` is required (the parameter feature); the step embedding uses
 ``iteration`` (else the internal count) and ``num_steps`` (else the static ``num_steps``).
 State: ``count`` and two pytrees like the params with leaves ``[D, *shape]`` (momenta) and
-``[R, *shape]`` (second moments), float32.
+``[R, *shape]`` (second moments), each in its parameter's dtype, at least float32
+(:func:`~metaopt.lopt.base.state_dtype`). Features and statistics are computed in that
+dtype, the step embedding and the network in its promotion with theta's dtype
+(:func:`~metaopt.lopt.base.compute_dtype`); updates are returned in the parameters' dtypes.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from metaopt.lopt.base import (
     check_num_steps,
     check_positive,
     check_widths,
+    compute_dtype,
     jit_init,
     require,
     step_and_budget,
@@ -54,8 +58,8 @@ SKIPS = ("adam", "none")
 
 class MLPState(NamedTuple):
     count: jax.Array  # int32[], updates applied so far
-    mom: Any  # pytree like params, leaves float32[D, *p.shape]: momenta
-    rms: Any  # pytree like params, leaves float32[R, *p.shape]: second moments
+    mom: Any  # pytree like params, leaves [D, *p.shape] (state_dtype(p.dtype)): momenta
+    rms: Any  # pytree like params, leaves [R, *p.shape]: second moments
 
 
 def mlp_lopt(hidden: Sequence[int] = (32, 32),
@@ -104,7 +108,8 @@ def _mlp(hidden, mom_decays, rms_decays, num_freqs, exp_mult, step_mult, skip, s
 
         def update(updates, state, params=None, **extra):
             params = require(name, "params", params)
-            k, t = step_and_budget(extra, state.count, num_steps)
+            dt = compute_dtype(theta, state.mom, state.rms)
+            k, t = step_and_budget(extra, state.count, num_steps, dt)
             const = ft.step_embedding(k, t, num_freqs)
             g_leaves, treedef = jax.tree.flatten(updates)
             p_leaves = treedef.flatten_up_to(params)

@@ -126,8 +126,8 @@ def apply_net_flat(net: dict, feats: Sequence[jax.Array], scales: jax.Array, con
                    lay: Layout) -> list[jax.Array]:
     """The same network on the flat layout of :mod:`.flat` (matmul form only).
 
-    ``feats``: ``F`` float32[N] features of all tensors; ``scales`` ``[T, F]`` and ``const``
-    ``[T, C]`` per tensor, gathered to parameters by segment id. Returns ``num_out`` float32[N].
+    ``feats``: ``F`` ``[N]`` features of all tensors; ``scales`` ``[T, F]`` and ``const``
+    ``[T, C]`` per tensor, gathered to parameters by segment id. Returns ``num_out`` ``[N]``.
     The number of kernels does not grow with the number of tensors ``T``; use it where the
     matmuls dominate anyway (wide networks) and compile time matters.
     """

@@ -9,6 +9,8 @@ where ``k`` is the step within the episode and ``T`` the step budget. The optimi
 count (0 for the first update); ``T`` from the ``num_steps`` extra arg, else the static
 default budget (see :func:`metaopt.lopt.base.step_and_budget`). ``init()`` returns the
 schedule's own entries of theta (merged into the optimizer's flat theta dict), all float32.
+``factor`` is computed in the dtype of ``k`` and theta (the optimizer passes both in its
+compute dtype): float64 in, float64 out, no float32 constant in between.
 
 Schedules (``SCHEDULES``):
 
@@ -38,7 +40,7 @@ SCHEDULES = ("constant", "inverse_power", "exponential", "cosine", "piecewise")
 
 
 class Schedule(NamedTuple):
-    """``init() -> dict`` of theta entries; ``factor(theta, k, T) -> float32[]``."""
+    """``init() -> dict`` of theta entries; ``factor(theta, k, T) -> []`` in ``k``'s dtype."""
 
     init: Callable[[], dict[str, jax.Array]]
     factor: Callable[[dict, jax.Array, jax.Array], jax.Array]
@@ -47,7 +49,8 @@ class Schedule(NamedTuple):
 
 def constant() -> Schedule:
     """No decay: ``factor = 1``."""
-    return Schedule(init=lambda: {}, factor=lambda theta, k, t: f32(1.0), name="constant")
+    return Schedule(init=lambda: {}, factor=lambda theta, k, t: jnp.ones_like(k),
+                    name="constant")
 
 
 def inverse_power(decay_steps: float = 100.0, power: float = 1.0) -> Schedule:
@@ -93,10 +96,10 @@ def piecewise(num_knots: int = 5) -> Schedule:
     """Learnable log-factors at ``num_knots`` evenly spaced fractions of the budget."""
     if isinstance(num_knots, bool) or not isinstance(num_knots, int) or num_knots < 2:
         raise ValueError(f"num_knots: must be an int >= 2, got {num_knots!r}")
-    knots = jnp.linspace(0.0, 1.0, num_knots, dtype=jnp.float32)
 
     def factor(theta, k, t):
         frac = jnp.clip(k / t, 0.0, 1.0)
+        knots = jnp.linspace(0.0, 1.0, num_knots, dtype=frac.dtype)
         return jnp.exp(jnp.interp(frac, knots, theta["log_factors"]))
 
     return Schedule(init=lambda: {"log_factors": jnp.zeros((num_knots,), jnp.float32)},

@@ -85,8 +85,7 @@ def adam_grid_curves(task, lrs, steps: int, seeds: int, seed: int = 1234) -> dic
     """:func:`curves` of ``optax.adam(lr)`` for every ``lr`` in ``lrs``, vmapped over the
     learning rates in one compiled unroll (same task instances and batches as :func:`curves`).
     """
-    ip = inner_problem(task, lambda lr: optax.adam(lr), schedule=truncation.constant(steps + 1),
-                       )
+    ip = inner_problem(task, lambda lr: optax.adam(lr), schedule=truncation.constant(steps + 1))
     key = jax.random.key(seed)
     states = ip.init_batch(key, jnp.float32(1e-3), seeds)  # Adam's state does not read lr
     keys = jax.random.split(jax.random.fold_in(key, 1), seeds)

@@ -49,7 +49,6 @@ def test_full_backprop_matches_closed_form_and_central_differences(meta_loss):
         np.testing.assert_allclose(float(grad["log_lr"]), float(fd), rtol=1e-7)
         np.testing.assert_allclose(float(grad["log_lr"]), float(fd_own), rtol=1e-7)
         np.testing.assert_allclose(float(grad["log_lr"]), float(exact), rtol=1e-12)
-        assert float(metrics["vjps"]) == 2 * HORIZON and float(metrics["inner_steps"]) == 40
 
 
 def test_full_backprop_on_random_family_with_remat_matches_finite_differences():
@@ -62,8 +61,6 @@ def test_full_backprop_on_random_family_with_remat_matches_finite_differences():
         loss_at = lambda a: float(_estimate(est, _theta(a), key=3)[2]["meta_loss"])
         fd = (loss_at(LOG_LR + h) - loss_at(LOG_LR - h)) / (2 * h)
         np.testing.assert_allclose(float(grad["log_lr"]), fd, rtol=1e-7)
-        assert float(metrics["inner_steps"]) == 2 * 4 * HORIZON  # the recomputed forward counts
-        assert float(metrics["vjps"]) == 4 * HORIZON
 
 
 def test_remat_gives_the_same_gradient():

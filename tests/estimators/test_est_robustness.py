@@ -141,7 +141,7 @@ def test_bad_arguments_raise_value_errors_naming_the_field():
         (lambda: E.full_backprop(prob, num_tasks=4, checkpoint_every=3), "checkpoint_every"),
         (lambda: E.full_backprop(train_prob, num_tasks=4, meta_loss="valid"), "meta_loss"),
         (lambda: E.antithetic_es(prob, num_tasks=4, sigma=0.1, horizon=0), "horizon"),
-        (lambda: E.make("reinforce", prob), "name"),
+        (lambda: E.make("reinforce", prob), "estimator"),
         (lambda: outer_trainer(E.full_backprop(prob, num_tasks=1), optax.sgd(1.0),
                                clip_norm=0.0), "clip_norm"),
     ]
@@ -157,6 +157,8 @@ def test_bad_arguments_raise_value_errors_naming_the_field():
 @pytest.mark.parametrize("name,kwargs", [
     ("tbptt", dict(unroll_length=5)),
     ("pes", dict(sigma=0.1, unroll_length=5)),
+    ("greedy", dict(gamma=0.9, unroll_length=5)),
+    ("ift", dict(num_terms=3, unroll_length=5)),
 ])
 def test_tasks_split_over_a_mapped_axis_compute_the_one_device_result(name, kwargs):
     """2 "devices" (a vmap with axis_name) x 2 tasks == 1 device x 4 tasks: same states,

@@ -177,8 +177,13 @@ def test_nonfinite_loss_resets_and_is_counted():
     np.testing.assert_array_equal(out.done, out.nonfinite)  # only non-finite resets here
     first = int(np.argmax(np.asarray(out.nonfinite)))
     assert int(out.iteration[first + 1]) == 0  # the next step starts a fresh episode
-    assert np.isfinite(out.loss[first + 1])
-    assert all(np.isfinite(x).all() for x in jax.tree.leaves(end.params)) or int(end.iteration) > 0
+    # ... drawn from that step's reset key: its first loss is the fresh task's initial loss
+    step_key = jax.random.split(jax.random.key(1), 60)[first]
+    fresh = ip.init(jax.random.split(step_key, 3)[2], None)
+    fam = tasks.quadratic_family(dim=5, condition_number=10.0)
+    want = fam.task(fresh.cfg).loss(fresh.params, {})
+    np.testing.assert_allclose(out.loss[first + 1], want, rtol=1e-5)
+    assert np.isfinite(float(want))
 
 
 def test_hparams_enter_the_loss():
@@ -209,3 +214,47 @@ def test_bad_input_names_the_field():
         truncation.log_uniform(10, 5)
     with pytest.raises(TypeError, match="optimizer"):
         inner_problem(fam, "adam", schedule=truncation.constant(5))
+
+
+class _DuckQuadratic:
+    """A task written as a plain class (no metaopt.tasks.Task): duck typing."""
+
+    name = "duck"
+
+    def __init__(self, scale):
+        self.scale = scale
+
+    def init(self, key):
+        return jax.random.normal(key, (3,))
+
+    def loss(self, w, batch, hparams=None):
+        return 0.5 * self.scale * jnp.sum(w**2)
+
+    def batch(self, key, split):
+        return {}
+
+
+class _DuckFamily:
+    name = "duck_family"
+
+    def sample(self, key):
+        return jax.random.uniform(key, (), minval=0.5, maxval=1.5)
+
+    def task(self, cfg):
+        return _DuckQuadratic(cfg)
+
+
+def test_duck_typed_tasks_and_families_are_accepted():
+    """Objects with the contract's functions run like Task / TaskFamily (same numbers)."""
+    duck = _DuckFamily()
+    typed = tasks.TaskFamily(sample=duck.sample, name="typed", task=lambda cfg: tasks.Task(
+        init=_DuckQuadratic(cfg).init, loss=_DuckQuadratic(cfg).loss, batch=lambda k, s: {}))
+    outs = []
+    for fam in (duck, typed, _DuckQuadratic(1.0)):
+        ip = inner_problem(fam, optax.sgd(0.1), schedule=truncation.constant(4), valid=False)
+        state = ip.init_batch(jax.random.key(0), None, 3)
+        outs.append(ip.unroll_batch(jax.random.split(jax.random.key(1), 3), None, state, 6)[1])
+    np.testing.assert_allclose(outs[0].loss, outs[1].loss, rtol=1e-6)
+    assert not np.allclose(outs[0].loss, outs[2].loss)  # the family's scales are used
+    with pytest.raises(TypeError, match="task: expected a metaopt.tasks.Task or TaskFamily"):
+        inner_problem(object(), optax.sgd(0.1), schedule=truncation.constant(4))

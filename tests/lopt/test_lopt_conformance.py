@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import pytest
-from lopt_testutil import NEEDS_LOSS, extra_args, finite
+from lopt_testutil import NEEDS_LOSS, CompileCounter, extra_args, finite
 
 from metaopt import lopt
 
@@ -62,8 +62,11 @@ def test_conformance(name, tmp_path):
                           unrelated_extra_arg=3)  # unknown extra args are ignored
 
     u1, s1 = step(_grads((2), params), state, params, 1.5)
-    u2, s2 = step(_grads((3), params), s1, params, 1.2)
+    g2 = _grads((3), params)
+    with CompileCounter() as compiles:
+        u2, s2 = step(g2, s1, params, 1.2)
     assert len(traces) == 1, "retraced on the second call"
+    assert compiles.count == 0, "recompiled on the second call"
     for u in (u1, u2):
         assert jax.tree.structure(u) == jax.tree.structure(params)
         assert _avals(u) == _avals(params)

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from lopt_testutil import cast
 
 from metaopt import lopt
 from metaopt.lopt import features as ft
@@ -108,42 +109,49 @@ def test_step_embedding():
 @pytest.mark.parametrize("hidden", [(4,), pytest.param((3, 2), marks=pytest.mark.slow)])
 def test_fused_and_matmul_networks_agree(hidden):
     """The fused elementwise network equals its matmul form, its derivative (taken through
-    the matmul form) matches finite differences, and the flat-layout form agrees too."""
+    the matmul form) matches central differences, and the flat-layout form agrees too; in
+    float64 (network, features, scales), so that agreement is checked to ~1e-12 and the
+    derivative to 1e-7 (h = 1e-5: truncation ~1e-10, rounding ~1e-11)."""
     nf, nc = 5, 3
-    net = ppnet.init_net(jax.random.PRNGKey(1), nf, nc, hidden, 3, skip_index=2)
+    net32 = ppnet.init_net(jax.random.PRNGKey(1), nf, nc, hidden, 3, skip_index=2)
     rng = np.random.default_rng(2)
-    feats = [jnp.asarray(rng.normal(size=(4, 3)), jnp.float32) for _ in range(nf)]
-    scales = jnp.asarray(rng.uniform(0.5, 1.5, size=(1, nf)), jnp.float32)
-    const = jnp.asarray(rng.normal(size=(1, nc)), jnp.float32)
-    d = jax.tree.map(lambda x: jnp.ones_like(x) / np.sqrt(x.size), net)
-    h = 1e-3
+    h = 1e-5
+    with jax.enable_x64(True):
+        net = cast(net32, jnp.float64)
+        feats = [jnp.asarray(rng.normal(size=(4, 3))) for _ in range(nf)]
+        scales = jnp.asarray(rng.uniform(0.5, 1.5, size=(1, nf)))
+        const = jnp.asarray(rng.normal(size=(1, nc)))
+        d = jax.tree.map(lambda x: jnp.ones_like(x) / np.sqrt(x.size), net)
 
-    def forward(fn, net):
-        w_in, b_in = ppnet.fold_inputs(net, scales, const)
-        return fn(net, feats, scales[0], w_in[0], b_in[0])
+        def forward(fn, net):
+            w_in, b_in = ppnet.fold_inputs(net, scales, const)
+            return fn(net, feats, scales[0], w_in[0], b_in[0])
 
-    def loss(fn, net):
-        return sum(jnp.sum(jnp.sin(o)) for o in forward(fn, net))
+        def loss(fn, net):
+            return sum(jnp.sum(jnp.sin(o)) for o in forward(fn, net))
 
-    @jax.jit
-    def compute(net):
-        gf = jax.grad(lambda n: loss(ppnet._apply_fused, n))(net)
-        gd = jax.grad(lambda n: loss(ppnet._apply_dot, n))(net)
-        fd = (loss(ppnet._apply_fused, jax.tree.map(lambda x, y: x + h * y, net, d))
-              - loss(ppnet._apply_fused, jax.tree.map(lambda x, y: x - h * y, net, d)))
-        ad = sum(jnp.sum(a * b) for a, b in zip(jax.tree.leaves(gf), jax.tree.leaves(d)))
-        lay = flat.layout(feats[0])
-        flat_out = ppnet.apply_net_flat(net, [f.reshape(-1) for f in feats], scales, const, lay)
-        return (forward(ppnet._apply_fused, net), forward(ppnet._apply_dot, net), flat_out,
-                gf, gd, fd / (2 * h), ad)
+        @jax.jit
+        def compute(net):
+            gf = jax.grad(lambda n: loss(ppnet._apply_fused, n))(net)
+            gd = jax.grad(lambda n: loss(ppnet._apply_dot, n))(net)
+            fd = (loss(ppnet._apply_fused, jax.tree.map(lambda x, y: x + h * y, net, d))
+                  - loss(ppnet._apply_fused, jax.tree.map(lambda x, y: x - h * y, net, d)))
+            ad = sum(jnp.sum(a * b) for a, b in zip(jax.tree.leaves(gf), jax.tree.leaves(d)))
+            lay = flat.layout(feats[0])
+            flat_out = ppnet.apply_net_flat(net, [f.reshape(-1) for f in feats], scales, const,
+                                            lay)
+            return (forward(ppnet._apply_fused, net), forward(ppnet._apply_dot, net), flat_out,
+                    gf, gd, fd / (2 * h), ad)
 
-    fused, dot, flat_out, gf, gd, fd, ad = compute(net)
+        fused, dot, flat_out, gf, gd, fd, ad = compute(net)
+    assert all(x.dtype == jnp.float64 for x in (*fused, *dot, *flat_out, *jax.tree.leaves(gf)))
     for a, b, c in zip(fused, dot, flat_out, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(a.reshape(-1), c, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(a.reshape(-1), c, rtol=1e-12, atol=1e-13)
     for a, b in zip(jax.tree.leaves(gf), jax.tree.leaves(gd), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(float(ad), float(fd), rtol=2e-2)  # vs finite differences
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+    assert abs(float(fd)) > 1e-2
+    np.testing.assert_allclose(float(ad), float(fd), rtol=1e-7)  # vs finite differences
 
 
 def test_lstm_preprocessing():
