@@ -21,9 +21,19 @@ TINY = RunConfig(task="quadratic", schedule=Spec("constant", {"length": 12}), lo
                  run={"outer_steps": 3, "checkpoint_every": 3, "log_every": 1})
 
 
-def test_task_init_key_is_never_a_step_key(tmp_path, monkeypatch):
-    """Defect 1: before 0.2 the estimator's init key was ``fold_in(key(seed), 1)``, which was
-    also outer step 0's key, so PES step 0 drew its noise from the key of the task inits."""
+class FakeTime:
+    """``perf_counter`` advancing one second per call: the loop's windows last 1 s each."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        self.now += 1.0
+        return self.now
+
+
+def _spy_on_keys(monkeypatch):
+    """Record the key of the estimator init and of every outer step (as key data)."""
     seen = {"init": [], "step": []}
     real_build = loop.build
 
@@ -45,24 +55,7 @@ def test_task_init_key_is_never_a_step_key(tmp_path, monkeypatch):
         return built._replace(trainer=OuterTrainer(init, step))
 
     monkeypatch.setattr(loop, "build", spy_build)
-    loop.train(TINY, tmp_path, progress=False)
-    assert len(seen["init"]) == 1 and len(seen["step"]) == 3
-    keys = [seen["init"][0], *seen["step"]]
-    assert len({k.tobytes() for k in keys}) == 4  # all distinct
-    streams = loop.run_keys(TINY.run.seed)
-    assert np.array_equal(seen["init"][0], jax.random.key_data(streams.init))
-    assert not np.array_equal(jax.random.key_data(streams.theta), seen["init"][0])
-
-
-class FakeTime:
-    """``perf_counter`` advancing one second per call: the loop's windows last 1 s each."""
-
-    def __init__(self):
-        self.now = 0.0
-
-    def perf_counter(self):
-        self.now += 1.0
-        return self.now
+    return seen
 
 
 @pytest.mark.parametrize("name, overrides, per_step", [
@@ -73,17 +66,26 @@ class FakeTime:
     ("mixture", ["task.name=mixture", "task.a.name=quadratic", "task.b.name=quadratic",
                  "task.b.dim=5"], 32),
 ])
-def test_throughput_counts_every_inner_step_that_ran(name, overrides, per_step, tmp_path,
-                                                     monkeypatch):
+def test_throughput_counts_every_inner_step_and_keys_are_disjoint(name, overrides, per_step,
+                                                                  tmp_path, monkeypatch):
     """Defect 3: the figure was ``num_tasks * truncation`` per outer step (2 x 20 = 40 here),
-    whatever the estimator ran. Now it is the estimators' own ``inner_steps`` per second."""
+    whatever the estimator ran. Now it is the estimators' own ``inner_steps`` per second.
+
+    Defect 1: before 0.2 the estimator's init key was ``fold_in(key(seed), 1)``, which was
+    also outer step 0's key (PES step 0 drew its noise from the key of the task inits)."""
     monkeypatch.setattr(loop, "time", FakeTime())
+    seen = _spy_on_keys(monkeypatch)
     cfg = TINY.with_overrides(overrides)
     loop.train(cfg, tmp_path, progress=False)
     rows = read_metrics(tmp_path / "metrics.jsonl")
     assert [r["inner_steps"] for r in rows] == [per_step] * 3
     assert [r.get("inner_steps_per_s") for r in rows] == [None, per_step, per_step]
     assert "task_steps_per_s" not in rows[-1]
+    assert len(seen["init"]) == 1 and len(seen["step"]) == 3
+    assert len({k.tobytes() for k in [*seen["init"], *seen["step"]]}) == 4  # all distinct
+    streams = loop.run_keys(cfg.run.seed)
+    assert np.array_equal(seen["init"][0], jax.random.key_data(streams.init))
+    assert not np.array_equal(jax.random.key_data(streams.theta), seen["init"][0])
 
 
 def test_the_outer_step_donates_its_input_state():

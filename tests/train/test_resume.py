@@ -7,6 +7,7 @@ a known outer step (the worker kills itself inside it), not when the test's poll
 
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -100,14 +101,21 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(straight, tmp_path):
 
 
 def test_corrupt_latest_checkpoint_falls_back(straight, tmp_path):
-    train(CFG, tmp_path, progress=False, stop_at=5)
-    latest = tmp_path / "checkpoints" / "5"
+    """A copy of the finished straight run (checkpoints 10, 11, 12) with checkpoint 12
+    corrupted: the resume reports it, moves it aside, redoes step 12 from checkpoint 11 and
+    ends with the straight run's theta."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(straight, run_dir)
+    (run_dir / "optimizer.msgpack").unlink()  # so that the final theta is the resume's own
+    latest = run_dir / "checkpoints" / str(TOTAL)
     for f in latest.rglob("*"):
         if f.is_file() and "METADATA" not in f.name and "commit" not in f.name:
             f.write_bytes(b"corrupt")
-    summary = train(CFG, tmp_path, resume=True, progress=False)
+    summary = train(CFG, run_dir, resume=True, progress=False)
     assert summary["step"] == TOTAL
-    for a, b in zip(_theta(straight), _theta(tmp_path), strict=True):
+    assert Checkpointer(run_dir / "checkpoints").steps()[-1] == TOTAL  # written again
+    assert (tmp_path / "run" / "checkpoints.unreadable" / str(TOTAL)).is_dir()
+    for a, b in zip(_theta(straight), _theta(run_dir), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
