@@ -52,13 +52,19 @@ def chunked_unroll(
     num_steps: int,
     chunk: int | None,
     ctx: PyTree | None = None,
+    last_only: bool = False,
 ) -> tuple[InnerState, StepOut]:
     """``unroll_batch`` (theta batched ``[B, ...]``) as ``num_steps / chunk`` remat'ed chunks.
 
     ``chunk=None`` is one plain ``unroll_batch``. Outputs are ``[B, num_steps]``. ``ctx``:
     the tasks' contexts at the start (``[B, ...]``, problems with a ``context`` only); then
-    ``thetas`` is one unbatched theta, used for the episodes begun by resets.
+    ``thetas`` is one unbatched theta, used for the episodes begun by resets. ``last_only``
+    (the ``"last"`` meta-loss, no remat): the last step is peeled off the scan and the earlier
+    steps' reported losses are constants (``stop_gradient``), so reverse mode neither stores
+    nor differentiates every step's validation pass, only the last one's (same estimate).
     """
+    if last_only and chunk is None:
+        return _unroll_last_only(problem, keys, thetas, states, num_steps, ctx)
     batched = ctx is None
     if chunk is None:
         states, _, outs = problem.scan_batch(batch_keys(keys, num_steps), thetas, states, ctx,
@@ -81,22 +87,8 @@ def chunked_unroll(
     )
 
 
-def unroll_for_grad(
-    problem: InnerProblem,
-    keys: jax.Array,
-    thetas: PyTree,
-    states: InnerState,
-    num_steps: int,
-    chunk: int | None,
-    ctx: PyTree | None = None,
-    last_only: bool = False,
-) -> tuple[InnerState, StepOut]:
-    """:func:`chunked_unroll`, and with ``last_only`` (the ``"last"`` meta-loss, no remat) the
-    last step peeled off the scan: the earlier steps' reported losses are then constants
-    (``stop_gradient``), so reverse mode neither stores nor differentiates the validation
-    pass of every step, only the last one's (the estimate is the same)."""
-    if not last_only or chunk is not None:
-        return chunked_unroll(problem, keys, thetas, states, num_steps, chunk, ctx)
+def _unroll_last_only(problem, keys, thetas, states, num_steps, ctx):
+    """The last step peeled off the scan (see :func:`chunked_unroll`)."""
     batched = ctx is None
     step_keys = batch_keys(keys, num_steps)  # [n, B, 4]
     states, ctx, outs = problem.scan_batch(step_keys[:-1], thetas, states, ctx,
@@ -177,8 +169,8 @@ def full_backprop(
         def losses(thetas, ctx=None):
             states = jax.vmap(problem.init)(init_keys, thetas)
             run_theta = thetas if ctx is None else jax.lax.stop_gradient(theta)
-            _, out = unroll_for_grad(problem, unroll_keys, run_theta, states, horizon,
-                                     checkpoint_every, ctx, last_only=meta_loss == "last")
+            _, out = chunked_unroll(problem, unroll_keys, run_theta, states, horizon,
+                                    checkpoint_every, ctx, last_only=meta_loss == "last")
             values = base.step_values(out, meta_loss)
             finite = base.finite_steps(out, values)
             counted = base.first_episode(out.done)

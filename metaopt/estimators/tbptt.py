@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from metaopt.estimators import base
-from metaopt.estimators.backprop import per_task_grad, unroll_for_grad
+from metaopt.estimators.backprop import chunked_unroll, per_task_grad
 from metaopt.inner import InnerProblem, InnerState
 
 
@@ -74,8 +74,8 @@ def truncated_backprop(
         start = jax.lax.stop_gradient(state.inner)  # truncation boundary: no gradient into s
 
         def losses(thetas):
-            new, out = unroll_for_grad(problem, keys, thetas, start, unroll_length, None,
-                                       last_only=meta_loss == "last")
+            new, out = chunked_unroll(problem, keys, thetas, start, unroll_length, None,
+                                      last_only=meta_loss == "last")
             values = base.step_values(out, meta_loss)
             finite = base.finite_steps(out, values)
             return base.weighted(values, weights, finite), (new, values, finite)
