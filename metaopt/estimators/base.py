@@ -52,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metaopt.inner import InnerProblem, StepOut, truncation
+from metaopt.inner.core import tree_where  # noqa: F401  (re-exported: estimators use base.tree_where)
 
 PyTree = Any
 META_LOSSES = ("train", "valid", "last")
@@ -288,12 +289,3 @@ def concat_pairs(a: PyTree, b: PyTree) -> PyTree:
 def split_pairs(tree: PyTree, n: int) -> tuple[PyTree, PyTree]:
     """Inverse of :func:`concat_pairs`."""
     return jax.tree.map(lambda x: x[:n], tree), jax.tree.map(lambda x: x[n:], tree)
-
-
-def tree_where(pred: jax.Array, on_true: PyTree, on_false: PyTree) -> PyTree:
-    """Leafwise ``where`` with ``pred`` [B] broadcast over each leaf's trailing axes."""
-
-    def pick(a, b):
-        return jnp.where(pred.reshape(pred.shape + (1,) * (a.ndim - pred.ndim)), a, b)
-
-    return jax.tree.map(pick, on_true, on_false)
