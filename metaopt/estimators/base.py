@@ -17,9 +17,13 @@ Meta-loss of one unroll of ``n`` steps of one task, from the per-step ``StepOut`
 * ``"valid"``: ``(1/n) sum_t L_meta,t`` (``StepOut.meta_loss``; the problem must measure the
   validation loss, ``inner_problem(..., valid=True)``, so that this is the validation loss
   after each update);
-* ``"last"``: ``L_meta,n-1``, the last step's ``StepOut.meta_loss``.
+* ``"last"``: ``L_meta,n-1``, the last step's ``StepOut.meta_loss``;
+* ``"log_train"``: ``(1/n) sum_t log max(L_train,t, LOG_FLOOR)``: the training loss on a log
+  scale, so that tasks whose losses live on different scales (a mixture of families) weigh
+  alike -- a relative improvement counts the same everywhere (learned_optimization's task
+  normalizers serve the same purpose); below :data:`LOG_FLOOR` nothing is rewarded.
 
-All three are ``sum_t w_t v_t`` with fixed weights ``w`` [n] (:func:`step_weights`) over the
+All four are ``sum_t w_t v_t`` with fixed weights ``w`` [n] (:func:`step_weights`) over the
 values ``v`` [B, n] (:func:`step_values`).
 
 Non-finite losses (a task that blew up and was reset, ``StepOut.nonfinite``) never reach the
@@ -55,7 +59,9 @@ from metaopt.inner import InnerProblem, StepOut, truncation
 from metaopt.inner.core import tree_where  # noqa: F401  (re-exported: estimators use base.tree_where)
 
 PyTree = Any
-META_LOSSES = ("train", "valid", "last")
+META_LOSSES = ("train", "valid", "last", "log_train")
+#: Losses below this floor count as the floor in the ``"log_train"`` meta-loss.
+LOG_FLOOR = 1e-6
 #: Metrics that are totals over tasks (summed across devices and mixture members); every
 #: other metric is a mean.
 COUNTERS = ("inner_steps", "vjps", "jvps", "nonfinite_steps", "masked_tasks", "restarted_tasks",
@@ -106,11 +112,11 @@ def check_meta_loss(meta_loss: str, problem: InnerProblem) -> str:
     if meta_loss == "valid" and not problem.valid:
         raise ValueError(
             "meta_loss: 'valid' weighs validation losses, but this problem does not measure "
-            "them (inner_problem(..., valid=False)); allowed values here are ['train', 'last']"
+            "them (inner_problem(..., valid=False)); allowed values here are ['train', 'last', 'log_train']"
         )
-    if meta_loss == "train" and not problem.has_train_loss:
+    if meta_loss in ("train", "log_train") and not problem.has_train_loss:
         raise ValueError(
-            f"meta_loss: 'train' needs a training loss, and problem {problem.name!r} is given by "
+            f"meta_loss: {meta_loss!r} needs a training loss, and problem {problem.name!r} is given by "
             "its update map only (map_problem); allowed values here are ['valid', 'last']"
         )
     return meta_loss
@@ -129,6 +135,8 @@ def check_stagger(stagger: str) -> str:
 
 def step_values(out: StepOut, meta_loss: str) -> jax.Array:
     """Per-step losses the meta-loss averages: ``[..., n]``."""
+    if meta_loss == "log_train":
+        return jnp.log(jnp.maximum(out.loss, jnp.asarray(LOG_FLOOR, out.loss.dtype)))
     return out.loss if meta_loss == "train" else out.meta_loss
 
 

@@ -14,6 +14,7 @@ from metaopt.lopt.hparam import (
 )
 from metaopt.lopt.lstm import LSTMState, lstm_lopt
 from metaopt.lopt.mlp import MLPState, mlp_lopt, mlp_small
+from metaopt.lopt.norm_mlp import NormMLPState, norm_mlp
 from metaopt.lopt.registry import REGISTRY, make, names
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "LearnedOptimizer",
     "MLPState",
     "MissingExtraArgError",
+    "NormMLPState",
     "MomentumState",
     "SGDState",
     "hierarchical_lopt",
@@ -36,5 +38,6 @@ __all__ = [
     "mlp_lopt",
     "mlp_small",
     "names",
+    "norm_mlp",
     "schedules",
 ]

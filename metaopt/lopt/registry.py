@@ -15,6 +15,8 @@ name                       constructor
 ``mlp``                    :func:`~metaopt.lopt.mlp.mlp_lopt` (per-parameter MLP, 2 x 32)
 ``lstm``                   :func:`~metaopt.lopt.lstm.lstm_lopt` (Andrychowicz et al. 2016)
 ``hierarchical``           :func:`~metaopt.lopt.hierarchical.hierarchical_lopt` (Metz 2020)
+``norm_mlp``               :func:`~metaopt.lopt.norm_mlp.norm_mlp` (Celo2-style normalized
+                           per-parameter MLP, learned Celo-style schedule)
 =========================  ==============================================================
 """
 
@@ -27,6 +29,7 @@ from metaopt.lopt.hierarchical import hierarchical_lopt
 from metaopt.lopt.hparam import learnable_adam, learnable_momentum, learnable_sgd
 from metaopt.lopt.lstm import lstm_lopt
 from metaopt.lopt.mlp import mlp_lopt, mlp_small
+from metaopt.lopt.norm_mlp import norm_mlp
 from metaopt.spec import Registry
 
 REGISTRY = Registry("lopt", noun="learned optimizer")
@@ -39,6 +42,7 @@ for _name, _fn in {
     "mlp": mlp_lopt,
     "lstm": lstm_lopt,
     "hierarchical": hierarchical_lopt,
+    "norm_mlp": norm_mlp,
 }.items():
     REGISTRY.register(_name, _fn)
 

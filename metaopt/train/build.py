@@ -48,7 +48,7 @@ def keyed(key: str, registry: Registry | None = None, name: str | None = None):
 def needs_valid(cfg: RunConfig) -> bool:
     """The inner problem measures validation losses: the estimator weighs them, or the
     learned optimizer is given them."""
-    return cfg.meta_loss != "train" or cfg.inner.feed_valid_loss
+    return cfg.meta_loss not in ("train", "log_train") or cfg.inner.feed_valid_loss
 
 
 def make_estimator(spec: Spec, problem: InnerProblem, num_tasks: int,

@@ -7,6 +7,7 @@ changed (:mod:`metaopt.train.loop`).
 
 from __future__ import annotations
 
+from metaopt.config import Member, Mixture
 from metaopt.spec import Spec, SpecError
 from metaopt.train.config import RunConfig, RunSettings
 
@@ -15,6 +16,28 @@ def _pes(num_tasks: int, unroll_length: int) -> Spec:
     """PES with sigma 0.01 weighing the training loss (every preset's estimator but one)."""
     return Spec("pes", {"num_tasks": num_tasks, "unroll_length": unroll_length, "sigma": 0.01,
                         "meta_loss": "train"})
+
+
+ACTS = ("relu", "tanh", "gelu", "silu")  # elu is held out (metaopt.train.suites)
+
+
+def _mlp(hidden, batch_size=128):
+    return Spec("mlp_family", {"hidden": hidden, "batch_size": batch_size, "activations": ACTS,
+                               "init_scale_range": (0.5, 2.0)})
+
+
+#: The general-purpose meta-training distribution (pretrained ``norm_mlp_general``):
+#: ``(member, weight, task spec)``; weights put the families' meta-losses on similar scales.
+GENERAL_MEMBERS = (
+    ("mlp16", 1.0, _mlp((16,))),
+    ("mlp64x2", 1.0, _mlp((64, 64))),
+    ("mlp256", 1.0, _mlp((256,))),
+    ("mlp32x4", 1.0, _mlp((32, 32, 32, 32))),
+    ("cnn", 1.0, Spec("digits_cnn", {"channels": (8, 16), "batch_size": 128})),
+    ("quadratic", 0.2, Spec("quadratic", {"dim": 20, "condition_number": 100.0,
+                                          "random_spectrum": True})),
+    ("teacher_student", 1.0, Spec("teacher_student")),
+)
 
 
 PRESETS: dict[str, RunConfig] = {
@@ -55,6 +78,15 @@ PRESETS: dict[str, RunConfig] = {
         estimator=_pes(8, 20),
         outer=Spec("self", {"warmup_steps": 100, "warmup_learning_rate": 3e-3}),
         run=RunSettings(outer_steps=300),
+    ),
+    # The general-purpose learned optimizer shipped as pretrained ``norm_mlp_general``.
+    "general": RunConfig(
+        task=Mixture(tuple(Member(n, w, t) for n, w, t in GENERAL_MEMBERS)),
+        schedule=Spec("log_uniform", {"min_length": 100, "max_length": 2000}),
+        lopt=Spec("norm_mlp"),
+        estimator=_pes(4, 20),
+        outer=Spec("adam", {"learning_rate": 3e-3}),
+        run=RunSettings(outer_steps=3000, clip_norm=1.0, checkpoint_every=100, log_every=10),
     ),
     # Tiny configuration for tests and smoke runs.
     "smoke": RunConfig(

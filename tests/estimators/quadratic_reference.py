@@ -85,7 +85,10 @@ def truncation_losses(log_lrs, meta_loss: str, trunc: int, episode: int, **kw):
     parts = []
     for start in range(0, total, episode):
         train, valid = step_losses(log_lrs[start:start + episode], **kw)
-        parts.append(train if meta_loss == "train" else valid)
+        if meta_loss == "log_train":  # the documented floor of 1e-6
+            parts.append(jnp.log(jnp.maximum(train, 1e-6)))
+        else:
+            parts.append(train if meta_loss == "train" else valid)
     per_step = jnp.concatenate(parts)[:total].reshape(total // trunc, trunc)
     return per_step[:, -1] if meta_loss == "last" else jnp.mean(per_step, axis=1)
 

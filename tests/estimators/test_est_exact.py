@@ -13,6 +13,8 @@ import pytest
 import quadratic_reference as Q
 
 from metaopt import estimators as E
+from metaopt.estimators import base
+from metaopt.inner import StepOut
 
 HORIZON = 20
 LOG_LR = float(np.log(0.3))
@@ -27,7 +29,7 @@ def _estimate(est, theta, key=0):
     return jax.jit(est.estimate)(key, theta, jax.jit(est.init)(key, theta))
 
 
-@pytest.mark.parametrize("meta_loss", ["train", "valid", "last"])
+@pytest.mark.parametrize("meta_loss", ["train", "valid", "last", "log_train"])
 def test_full_backprop_matches_closed_form_and_central_differences(meta_loss):
     with jax.enable_x64(True):
         est = E.full_backprop(Q.problem(Q.fixed_task(), HORIZON), num_tasks=2,
@@ -105,3 +107,11 @@ def test_tbptt_over_one_whole_episode_equals_full_backprop():
         g_tb = _estimate(tb, _theta())[0]["log_lr"]
         g_full = _estimate(full, _theta())[0]["log_lr"]
         np.testing.assert_allclose(float(g_tb), float(g_full), rtol=1e-12)
+
+
+def test_log_train_meta_loss_floors_losses_at_1e_minus_6():
+    z = jnp.zeros(3, bool)
+    out = StepOut(loss=jnp.asarray([2.0, 1e-9, 0.0]), meta_loss=jnp.zeros(3),
+                  iteration=jnp.zeros(3, jnp.int32), done=z, nonfinite=z)
+    np.testing.assert_allclose(np.asarray(base.step_values(out, "log_train")),
+                               np.log([2.0, 1e-6, 1e-6]), rtol=1e-6)

@@ -92,6 +92,7 @@ FD_STEP, FD_RTOL = 1e-4, 1e-6
     pytest.param("mlp", False, marks=pytest.mark.slow),
     pytest.param("lstm", False, marks=pytest.mark.slow),
     pytest.param("hierarchical", True, marks=pytest.mark.slow),
+    pytest.param("norm_mlp", False, marks=pytest.mark.slow),
 ])
 def test_meta_gradient_matches_finite_differences(name, feed_valid_loss):
     """Directional derivative of the meta-loss of a 6-step inner unroll in float64 (task,
