@@ -95,23 +95,26 @@ class SelfTrainState(NamedTuple):
 
 
 def self_optimizer(lopt, warmup_steps: int = 0,
-                   warmup: optax.GradientTransformation | None = None
-                   ) -> optax.GradientTransformationExtraArgs:
+                   warmup: optax.GradientTransformation | None = None,
+                   num_steps: int | None = None) -> optax.GradientTransformationExtraArgs:
     """The learned optimizer ``lopt`` training its own metaparameters (module docstring).
 
     Extra args given to ``update`` (the meta-loss as ``loss``...) reach the learned optimizer.
+    ``num_steps``: the step budget the learned optimizer is told (its schedule's horizon), the
+    outer steps it will take after the warm-up; ``None``: its default.
     """
+    budget = {} if num_steps is None else {"num_steps": num_steps}
     warm = optax.with_extra_args_support(warmup or optax.adam(1e-3))
 
     def init(params):
         return SelfTrainState(jnp.zeros((), jnp.int32), warm.init(params),
-                              lopt.optimizer(params).init(params))
+                              lopt.optimizer(params, **budget).init(params))
 
     def update(grads, state, params=None, **extra):
         if params is None:
             raise ValueError("self: pass params=<theta> to update(...); the learned optimizer "
                              "reads its own metaparameters from them")
-        self_opt = optax.with_extra_args_support(lopt.optimizer(params))
+        self_opt = optax.with_extra_args_support(lopt.optimizer(params, **budget))
 
         def by_self():
             u, s = self_opt.update(grads, state.inner, params, **extra)
@@ -130,16 +133,21 @@ def self_optimizer(lopt, warmup_steps: int = 0,
     return optax.GradientTransformationExtraArgs(init, update)
 
 
-def self_training(lopt: Any, *, warmup_steps: int = 0,
-                  warmup_learning_rate: float = 1e-3) -> optax.GradientTransformationExtraArgs:
-    """The registry entry ``self``: :func:`self_optimizer` after an Adam warm-up."""
+def self_training(lopt: Any, *, warmup_steps: int = 0, warmup_learning_rate: float = 1e-3,
+                  num_steps: int = 1000) -> optax.GradientTransformationExtraArgs:
+    """The registry entry ``self``: :func:`self_optimizer` after an Adam warm-up;
+    ``num_steps``: the self-training budget the learned optimizer is told (set it to
+    ``run.outer_steps - warmup_steps``)."""
     if lopt is None:
         raise ValueError("self: needs the learned optimizer being meta-trained (theta must be "
                          "a learned optimizer's metaparameters)")
     if warmup_steps < 0:
         raise ValueError(f"warmup_steps: must be >= 0, got {warmup_steps}")
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+        raise ValueError(f"num_steps: must be a positive int, got {num_steps!r}")
     return self_optimizer(lopt, warmup_steps,
-                          optax.adam(_rate("warmup_learning_rate", warmup_learning_rate)))
+                          optax.adam(_rate("warmup_learning_rate", warmup_learning_rate)),
+                          num_steps)
 
 
 def frozen(lopt: Any, *, source: str) -> optax.GradientTransformationExtraArgs:

@@ -12,10 +12,10 @@ from metaopt.spec import Spec, SpecError
 from metaopt.train.config import RunConfig, RunSettings
 
 
-def _pes(num_tasks: int, unroll_length: int) -> Spec:
+def _pes(num_tasks: int, unroll_length: int, meta_loss: str = "train") -> Spec:
     """PES with sigma 0.01 weighing the training loss (every preset's estimator but one)."""
     return Spec("pes", {"num_tasks": num_tasks, "unroll_length": unroll_length, "sigma": 0.01,
-                        "meta_loss": "train"})
+                        "meta_loss": meta_loss})
 
 
 ACTS = ("relu", "tanh", "gelu", "silu")  # elu is held out (metaopt.train.suites)
@@ -84,9 +84,20 @@ PRESETS: dict[str, RunConfig] = {
         task=Mixture(tuple(Member(n, w, t) for n, w, t in GENERAL_MEMBERS)),
         schedule=Spec("log_uniform", {"min_length": 100, "max_length": 2000}),
         lopt=Spec("norm_mlp"),
-        estimator=_pes(4, 20),
+        estimator=_pes(4, 20, "log_train"),
         outer=Spec("adam", {"learning_rate": 3e-3}),
         run=RunSettings(outer_steps=3000, clip_norm=1.0, checkpoint_every=100, log_every=10),
+    ),
+    # Self-training experiment (experiments/self_training): norm_mlp on the digits MLP family;
+    # Adam warm-up, then the learned optimizer trains its own theta for the remaining steps.
+    "self_train_norm": RunConfig(
+        task=_mlp((32,)),
+        schedule=Spec("log_uniform", {"min_length": 100, "max_length": 500}),
+        lopt=Spec("norm_mlp"),
+        estimator=_pes(8, 20, "log_train"),
+        outer=Spec("self", {"warmup_steps": 100, "warmup_learning_rate": 3e-3,
+                            "num_steps": 300}),
+        run=RunSettings(outer_steps=400, checkpoint_every=100),
     ),
     # Tiny configuration for tests and smoke runs.
     "smoke": RunConfig(
