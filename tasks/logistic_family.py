@@ -61,7 +61,7 @@ class ScaledLinear(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        h = x.reshape(x.shape[0], -1) * self.feature_scales
+        h = x.reshape(x.shape[0], -1) * self.feature_scales[None, :]
         kinit = nn.initializers.variance_scaling(self.init_scale**2, "fan_in", "normal")
         if self.init_scale == 0:
             kinit = nn.initializers.zeros

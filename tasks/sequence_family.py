@@ -11,7 +11,8 @@ batch key (inverse-CDF sampling from one ``[L, B]`` uniform draw, ``lax.scan`` o
 
 The model reads ``x_0..x_{L-1}`` (one-hot) with an RNN of ``H`` units, ``h_0 = 0``:
 
-* ``cell="elman"``:  ``h_t = tanh(W_in[x_t] + h_{t-1} W_h + b)``;
+* ``cell="elman"`` (default; several times cheaper than the GRU on CPU):
+  ``h_t = tanh(W_in[x_t] + h_{t-1} W_h + b)``;
 * ``cell="gru"`` (Cho et al. 2014): ``[a_z, a_r, a_n] = W_in[x_t] + b`` (each ``[H]``),
   ``z = sigma(a_z + h W_hz)``, ``r = sigma(a_r + h W_hr)``, ``n = tanh(a_n + r * (h W_hn))``,
   ``h_t = (1 - z) n + z h_{t-1}``;
@@ -21,7 +22,7 @@ and predicts ``logits_t = h_t W_out + b_out``. The loss is the mean cross-entrop
 entropy rate, reported per batch as the metric ``bayes_loss = mean -log T[x_t, x_{t+1}]``.
 Kernels are ``init_scale`` times LeCun-normal (std ``init_scale / sqrt(fan_in)``, fan-in ``V``
 for ``W_in``, ``H`` otherwise), ``init_scale`` log-uniform per task; biases zero.
-Params (V=8, H=32): Elman 1,608, GRU 4,168. Sources: the RNN language-model tasks of the
+Params (V=8, H=32): Elman 1,576, GRU 4,200. Sources: the RNN language-model tasks of the
 learned-optimizer suites (Metz et al. 2022, learned_optimization), on a synthetic chain.
 """
 
@@ -80,7 +81,8 @@ def rnn_init(key: jax.Array, cell: str, vocab: int, hidden: int, scale: jax.Arra
 def rnn_logits(params: dict, cell: str, tokens: jax.Array) -> jax.Array:
     """Logits ``[B, T, V]`` for input tokens ``[B, T]`` (``lax.scan`` over time)."""
     hidden = params["w_h"].shape[0]
-    inputs = jnp.take(params["w_in"], tokens.T, axis=0) + params["b"]  # [T, B, gates*H]
+    # [T, B, gates * H]
+    inputs = jnp.take(params["w_in"], tokens.T, axis=0) + params["b"][None, None, :]
 
     def step(h, a):
         if cell == "elman":
@@ -95,14 +97,14 @@ def rnn_logits(params: dict, cell: str, tokens: jax.Array) -> jax.Array:
 
     h0 = jnp.zeros((tokens.shape[0], hidden), inputs.dtype)
     _, hs = jax.lax.scan(step, h0, inputs)  # [T, B, H]
-    return jnp.swapaxes(hs @ params["w_out"] + params["b_out"], 0, 1)
+    return jnp.swapaxes(hs @ params["w_out"] + params["b_out"][None, None, :], 0, 1)
 
 
 def sequence_family(
     vocab_size: int = 8,
     length: int = 16,
     hidden: int = 32,
-    cell: str = "gru",
+    cell: str = "elman",
     batch_size: int = 32,
     sharpness_range: tuple[float, float] = (0.5, 4.0),
     init_scale_range: tuple[float, float] = (0.5, 2.0),
