@@ -48,7 +48,8 @@ def test_nqm_entry_has_the_configured_spectrum():
 @pytest.mark.parametrize(
     ("name", "options", "pattern"),
     [
-        ("resnet", {}, r"task: unknown task 'resnet'; allowed values are \['cnn_classifier'"),
+        ("resnet", {}, r"task: unknown task 'resnet'; allowed values are \['autoencoder_family', "
+                   r"'cnn_classifier'"),
         ("nqm", {"lr": 0.1}, r"nqm.lr: unknown option 'lr'; allowed options are \['dim'"),
         ("mlp_classifier", {"data": None},
          r"mlp_classifier.data: unknown option 'data'; allowed options are \['dataset', "),
