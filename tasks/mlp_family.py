@@ -9,7 +9,8 @@ Each task ``cfg`` (:class:`MLPFamilyConfig`, scalar arrays only, so the family v
 * ``label_noise = p ~ U(lo, hi)``: training example ``i`` keeps its label with probability
   ``1 - p`` and otherwise gets a uniform random label (possibly the same one), so a fraction
   ``p (1 - 1/C)`` of labels is wrong. The draw is a function of ``(data_seed, i)`` only
-  (:func:`noisy_labels`), hence the same at every step; valid / test labels stay clean;
+  (:func:`tasks.family_common.noisy_labels`), hence the same at every step; valid / test
+  labels stay clean;
 * ``data_seed``: picks the task's training subset, the window
   ``perm[(o + j) mod n]``, ``j < subset_size``, of one fixed permutation ``perm`` of the ``n``
   training examples at a random offset ``o``. A batch draws ``j`` uniformly: O(batch) work.
@@ -21,32 +22,30 @@ same params and batch pytree structure. Tasks are :func:`tasks.classification.cl
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from metaopt.tasks import validate
+from metaopt.tasks.augment import maybe_augment
 from metaopt.tasks.base import Task, TaskFamily
 from metaopt.tasks.classification import classification_task
-from metaopt.tasks.data.arrays import ArrayDataset, sample_indices
+from metaopt.tasks.data.arrays import ArrayDataset
 from metaopt.tasks.data.digits import load_digits
+from metaopt.tasks.family_common import (
+    ClassifierConfig,
+    check_activations,
+    check_probability_range,
+    check_range,
+    check_subset,
+    sample_classifier_config,
+    subset_sampler,
+)
 from metaopt.tasks.models import ACTIVATIONS
 
-PERMUTATION_SEED = 0
-
-
-class MLPFamilyConfig(NamedTuple):
-    """One task of :func:`mlp_family`; every field is a scalar array."""
-
-    log_init_scale: jax.Array  # float32[], log of the kernel init multiplier
-    activation: jax.Array  # int32[], index into the family's activation names
-    label_noise: jax.Array  # float32[], probability p that a training label is redrawn
-    data_seed: jax.Array  # uint32[], seeds the training subset and the label noise
+MLPFamilyConfig = ClassifierConfig  # the name before cnn_family shared it
 
 
 class ConfigMLP(nn.Module):
@@ -70,38 +69,6 @@ class ConfigMLP(nn.Module):
         return nn.Dense(self.out, kernel_init=kinit)(h)
 
 
-def noisy_labels(
-    key: jax.Array, labels: jax.Array, idx: jax.Array, rate: jax.Array, num_classes: int
-) -> jax.Array:
-    """Example ``idx[b]`` gets a uniform random label with probability ``rate``. ``[B] -> [B]``.
-
-    Deterministic in ``(key, idx[b])``: the same example is corrupted the same way every time.
-    Two 32-bit words per example, ``bits = random.bits(fold_in(key, i), (2,))``, give
-    ``u = (bits_0 >> 8) / 2^24`` (redraw iff ``u < rate``) and the new label ``bits_1 mod C``
-    (bias below ``C / 2^32``); two threefry calls keep compile time small.
-    """
-
-    def one(label, i):
-        bits = jax.random.bits(jax.random.fold_in(key, i), (2,), jnp.uint32)
-        u = (bits[0] >> 8).astype(jnp.float32) * (1.0 / (1 << 24))
-        new = (bits[1] % jnp.uint32(num_classes)).astype(labels.dtype)
-        return jnp.where(u < rate, new, label)
-
-    return jax.vmap(one)(labels, idx)
-
-
-def _check_range(name: str, value: object, check: Callable[[str, object], float]) -> tuple:
-    """A pair ``(low, high)`` with ``low <= high``, each passing ``check(field, value)``."""
-    try:
-        a, b = value  # type: ignore[misc]
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: must be a pair (low, high), got {value!r}") from None
-    a, b = check(f"{name}[0]", a), check(f"{name}[1]", b)
-    if a > b:
-        raise ValueError(f"{name}: low {a} must not exceed high {b}; allowed: low <= high")
-    return a, b
-
-
 def mlp_family(
     data: ArrayDataset | None = None,
     hidden: Sequence[int] = (32,),
@@ -110,54 +77,32 @@ def mlp_family(
     init_scale_range: tuple[float, float] = (0.5, 2.0),
     activations: Sequence[str] = ("relu", "tanh", "gelu", "silu", "elu"),
     label_noise_range: tuple[float, float] = (0.0, 0.3),
+    augment_scale_range: tuple[float, float] | None = None,
 ) -> TaskFamily:
-    """MLP classifiers ``in-hidden-C`` on ``data``; see the module docstring for what varies."""
+    """MLP classifiers ``in-hidden-C`` on ``data``; see the module docstring for what varies.
+
+    ``augment_scale_range``: ``(lo, hi)`` turns on per-task parameter rescaling
+    (:func:`tasks.augment.augment_scales`); ``None`` (default) leaves the tasks as they are.
+    """
     data = load_digits() if data is None else data
     hidden = validate.positive_ints("hidden", hidden)
     n_train = data.size("train")
-    validate.batch_fits("subset_size", subset_size, "train", n_train)
-    validate.batch_fits("batch_size", batch_size, "train subset", subset_size)
-    s_lo, s_hi = _check_range("init_scale_range", init_scale_range, validate.positive_float)
-    p_lo, p_hi = _check_range(
-        "label_noise_range", label_noise_range, lambda f, v: validate.in_range(f, v, 0.0, 1.0)
-    )
-    acts = tuple(activations) if not isinstance(activations, str) else (activations,)
-    if not acts:
-        raise ValueError(f"activations: must not be empty; allowed values are {list(ACTIVATIONS)}")
-    for i, a in enumerate(acts):
-        validate.one_of(f"activations[{i}]", a, ACTIVATIONS)
+    check_subset(n_train, subset_size, batch_size)
+    scale_range = check_range("init_scale_range", init_scale_range, validate.positive_float)
+    noise_range = check_probability_range("label_noise_range", label_noise_range)
+    acts = check_activations(activations)
     dev = data.to_device()
-    perm = jnp.asarray(np.random.default_rng(PERMUTATION_SEED).permutation(n_train), jnp.int32)
-    base_key = jax.random.key(PERMUTATION_SEED)
+    subsets = subset_sampler(n_train, subset_size, data.num_classes)
     name = f"{data.name}_mlp_family_" + "-".join(str(w) for w in hidden)
 
     def sample(key):
-        # One uniform draw of 3 and one of bits: few threefry calls, cheap to compile under vmap.
-        k_u, k_d = jax.random.split(key)
-        u = jax.random.uniform(k_u, (3,))
-        log_lo, log_hi = math.log(s_lo), math.log(s_hi)
-        return MLPFamilyConfig(
-            log_init_scale=log_lo + (log_hi - log_lo) * u[0],
-            activation=jnp.minimum(jnp.floor(u[1] * len(acts)), len(acts) - 1).astype(jnp.int32),
-            label_noise=p_lo + (p_hi - p_lo) * u[2],
-            data_seed=jax.random.bits(k_d, (), jnp.uint32),
-        )
+        return sample_classifier_config(key, scale_range, len(acts), noise_range)
 
-    def task(cfg: MLPFamilyConfig) -> Task:
-        k_offset, k_noise = jax.random.split(jax.random.fold_in(base_key, cfg.data_seed))
-        offset = sample_indices(k_offset, n_train, 1)[0]
-
-        def index_fn(key, n, size):
-            return jnp.take(perm, (offset + sample_indices(key, subset_size, size)) % n_train)
-
-        def label_fn(labels, idx, split):
-            if split != "train":
-                return labels
-            return noisy_labels(k_noise, labels, idx, cfg.label_noise, data.num_classes)
-
+    def task(cfg: ClassifierConfig) -> Task:
+        index_fn, label_fn = subsets(cfg.data_seed, cfg.label_noise)
         model = ConfigMLP(hidden, data.num_classes, acts, cfg.activation,
                           jnp.exp(cfg.log_init_scale))
         return classification_task(model, dev, batch_size, name, label_fn=label_fn,
                                    index_fn=index_fn)
 
-    return TaskFamily(sample=sample, task=task, name=name)
+    return maybe_augment(TaskFamily(sample=sample, task=task, name=name), augment_scale_range)

@@ -14,12 +14,16 @@ import inspect
 from collections.abc import Callable
 
 from metaopt.spec import Registry
+from metaopt.tasks.autoencoder_family import autoencoder_family
 from metaopt.tasks.base import Task, TaskFamily
+from metaopt.tasks.cnn_family import cnn_family
 from metaopt.tasks.data.registry import load_dataset
 from metaopt.tasks.digits import cnn_classifier, mlp_classifier
+from metaopt.tasks.logistic_family import logistic_family
 from metaopt.tasks.mlp_family import mlp_family
 from metaopt.tasks.nqm import nqm
 from metaopt.tasks.quadratic import quadratic_family
+from metaopt.tasks.sequence_family import sequence_family
 from metaopt.tasks.teacher_student import teacher_student_family
 
 
@@ -62,13 +66,17 @@ def _no_data(fn: Callable[..., Task | TaskFamily]) -> Callable[..., Task | TaskF
 
 REGISTRY = Registry("task")
 for _name, _fn in {
+    "autoencoder_family": with_dataset(autoencoder_family),
     "cnn_classifier": with_dataset(cnn_classifier),
+    "cnn_family": with_dataset(cnn_family),
     "digits_cnn": _no_data(cnn_classifier),
     "digits_mlp": _no_data(mlp_classifier),
+    "logistic_family": with_dataset(logistic_family),
     "mlp_classifier": with_dataset(mlp_classifier),
     "mlp_family": with_dataset(mlp_family),
     "nqm": nqm,
     "quadratic": quadratic_family,
+    "sequence_family": sequence_family,
     "teacher_student": teacher_student_family,
 }.items():
     REGISTRY.register(_name, _fn)

@@ -13,9 +13,10 @@ N_TRAIN = tasks.load_digits().size("train")
 def test_names_and_kinds():
     kinds = {name: type(make(name)) for name in tasks.names()}
     assert kinds == {
-        "cnn_classifier": Task, "digits_cnn": Task, "digits_mlp": Task, "mlp_classifier": Task,
-        "mlp_family": TaskFamily, "nqm": Task, "quadratic": TaskFamily,
-        "teacher_student": TaskFamily,
+        "autoencoder_family": TaskFamily, "cnn_classifier": Task, "cnn_family": TaskFamily,
+        "digits_cnn": Task, "digits_mlp": Task, "logistic_family": TaskFamily,
+        "mlp_classifier": Task, "mlp_family": TaskFamily, "nqm": Task, "quadratic": TaskFamily,
+        "sequence_family": TaskFamily, "teacher_student": TaskFamily,
     }
 
 
@@ -47,7 +48,8 @@ def test_nqm_entry_has_the_configured_spectrum():
 @pytest.mark.parametrize(
     ("name", "options", "pattern"),
     [
-        ("resnet", {}, r"task: unknown task 'resnet'; allowed values are \['cnn_classifier'"),
+        ("resnet", {}, r"task: unknown task 'resnet'; allowed values are \['autoencoder_family', "
+                   r"'cnn_classifier'"),
         ("nqm", {"lr": 0.1}, r"nqm.lr: unknown option 'lr'; allowed options are \['dim'"),
         ("mlp_classifier", {"data": None},
          r"mlp_classifier.data: unknown option 'data'; allowed options are \['dataset', "),
@@ -71,6 +73,20 @@ def test_nqm_entry_has_the_configured_spectrum():
         ("mlp_family", {"batch_size": 600},
          r"batch_size: 600 is larger than the 'train subset' split \(512 examples\); allowed"),
         ("nqm", {"dim": 0}, r"dim: must be a positive integer \(>= 1\), got 0"),
+        ("cnn_family", {"channels": ()}, r"channels: must not be empty"),
+        ("cnn_family", {"head": "max"}, r"head: unknown value 'max'; allowed values are \['mean'"),
+        ("cnn_family", {"activations": ("relu", "swish")},
+         r"activations\[1\]: unknown value 'swish'; allowed values are \['relu'"),
+        ("autoencoder_family", {"output": "tanh"}, r"output: unknown value 'tanh'; allowed"),
+        ("autoencoder_family", {"bottleneck": 0}, r"bottleneck: must be a positive integer"),
+        ("logistic_family", {"feature_scale_range": (1.0, 0.1)},
+         r"feature_scale_range: low 1.0 must not exceed high 0.1"),
+        ("logistic_family", {"label_noise_range": (0.0, 1.5)},
+         r"label_noise_range\[1\]: must be a number in \[0.0, 1.0\], got 1.5"),
+        ("sequence_family", {"cell": "lstm"}, r"cell: unknown value 'lstm'; allowed values are"),
+        ("sequence_family", {"vocab_size": 1}, r"vocab_size: must be at least 2, got 1"),
+        ("sequence_family", {"sharpness_range": (0.0, 1.0)},
+         r"sharpness_range\[0\]: must be a positive number, got 0.0"),
     ],
 )
 def test_bad_input_names_the_field_and_allowed_values(name, options, pattern):
