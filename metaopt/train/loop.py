@@ -147,7 +147,6 @@ def train(cfg: RunConfig, run_dir: str | pathlib.Path, *, resume: bool = False,
     validate(cfg)
     run_dir = pathlib.Path(run_dir)
     artifacts.check_outside_package(run_dir)
-    _check_run_dir(run_dir, cfg, resume)
     primary = jax.process_index() == 0  # the one process that writes files besides orbax
     lock = artifacts.RunLock(run_dir) if primary else None  # one writer per run directory
     try:
@@ -158,7 +157,7 @@ def train(cfg: RunConfig, run_dir: str | pathlib.Path, *, resume: bool = False,
 
 
 def _train(cfg, run_dir, resume, progress, stop_at, primary) -> dict:
-    _check_run_dir(run_dir, cfg, resume)  # again, now under the lock
+    _check_run_dir(run_dir, cfg, resume)  # under the lock
     keys = run_keys(cfg.run.seed)
     built = build(cfg)
     state = jax.jit(built.trainer.init)(keys.init, built.lopt.init(keys.theta))
