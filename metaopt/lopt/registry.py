@@ -3,6 +3,7 @@
 ``make(name, **options) -> LearnedOptimizer`` calls the constructor registered under ``name``
 with its static configuration (options checked against its signature); ``names()`` lists them
 in a fixed order. Run configs and saved optimizers name them as specs of :data:`REGISTRY`.
+Every entry's optimizers check their arguments (theta, params, updates: :mod:`.checks`).
 
 =========================  ==============================================================
 name                       constructor
@@ -23,6 +24,7 @@ from __future__ import annotations
 import functools
 
 from metaopt.lopt.base import LearnedOptimizer
+from metaopt.lopt.checks import checked_constructor
 from metaopt.lopt.hierarchical import hierarchical_lopt
 from metaopt.lopt.hparam import learnable_adam, learnable_momentum, learnable_sgd
 from metaopt.lopt.lstm import lstm_lopt
@@ -40,7 +42,7 @@ for _name, _fn in {
     "lstm": lstm_lopt,
     "hierarchical": hierarchical_lopt,
 }.items():
-    REGISTRY.register(_name, _fn)
+    REGISTRY.register(_name, checked_constructor(_fn))  # clear errors on wrong arguments
 
 
 def names() -> tuple[str, ...]:
