@@ -100,6 +100,7 @@ def checked(lo: LearnedOptimizer) -> LearnedOptimizer:
     """``lo`` with the argument checks of the module docstring."""
     like = []
 
+    @functools.wraps(lo.optimizer)  # same signature (optax.inject_hyperparams reads it)
     def optimizer(theta, **static):
         if not like:
             like.append(jax.eval_shape(lo.init, jax.random.key(0)))
