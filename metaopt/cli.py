@@ -64,8 +64,48 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def _default_run_dir(preset: str):
+    """A new ``runs/PRESET-TIMESTAMP[-N]``, created here so that two runs started in the same
+    second never share it."""
     import datetime
+    import pathlib
+
+    from metaopt.train import artifacts
+
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    artifacts.make_dir(pathlib.Path("runs"))
+    for n in range(1, 10_000):
+        run_dir = pathlib.Path(f"runs/{preset}-{stamp}" + (f"-{n}" if n > 1 else ""))
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"runs/{preset}-{stamp}")
+
+
+def _start_processes(args: argparse.Namespace, devices: int) -> None:
+    """The multi-host runtime and the CPU devices (before JAX starts); SpecError on bad
+    values."""
+    from metaopt import distributed
+    from metaopt.spec import SpecError
+
+    if devices < 0:
+        raise SpecError("run.devices", f"must be >= 0 (0: every local device), got {devices}")
+    try:
+        multihost = distributed.initialize(args.coordinator, args.num_processes,
+                                           args.process_id)
+    except ValueError as err:
+        field, _, rest = str(err).partition(": ")
+        raise SpecError(field, rest) from None
+    if devices != 1 and not multihost:  # CPU backend: the devices asked, 0: per core
+        try:
+            distributed.expose_cpu_devices(devices or distributed.available_cores())
+        except RuntimeError:  # JAX already started (main() called in-process): validation
+            pass  # still rejects a device count that this process does not have
+
+
+def cmd_train(args: argparse.Namespace) -> int:
     import pathlib
 
     from metaopt.spec import SpecError
@@ -75,6 +115,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.preset:
             raise SpecError("preset", "give either PRESET or --resume RUN_DIR, not both")
         run_dir = pathlib.Path(args.resume)
+        artifacts.check_outside_package(run_dir)
         cfg = artifacts.read_config(run_dir)
     else:
         if not args.preset:
@@ -82,30 +123,30 @@ def cmd_train(args: argparse.Namespace) -> int:
         from metaopt.train import presets
 
         cfg = presets.get(args.preset)
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir = pathlib.Path(args.run_dir or f"runs/{args.preset}-{stamp}")
+        run_dir = pathlib.Path(args.run_dir) if args.run_dir else None
+        if run_dir is not None:
+            artifacts.check_outside_package(run_dir)
     cfg = cfg.with_overrides(args.overrides)
     if args.eval:
         from metaopt.train.evaluate import check_tasks
 
         check_tasks(args.eval_tasks.split(","))
-    from metaopt import distributed
-
-    multihost = distributed.initialize(args.coordinator, args.num_processes, args.process_id)
-    if cfg.run.devices != 1 and not multihost:  # CPU backend: the devices asked, 0: per core
-        try:
-            distributed.expose_cpu_devices(cfg.run.devices or distributed.available_cores())
-        except RuntimeError:  # JAX already started (main() called in-process): validation
-            pass  # still rejects a device count that this process does not have
+    _start_processes(args, cfg.run.devices)
     import jax
 
+    from metaopt.train.build import validate
     from metaopt.train.loop import train
 
+    validate(cfg)  # before the default run directory is created
+    if run_dir is None:
+        run_dir = _default_run_dir(args.preset)
     summary = train(cfg, run_dir, resume=bool(args.resume), progress=not args.quiet)
     last = summary["last_metrics"]
     if last:
         print(f"outer step {summary['step']}: meta_loss {last.get('meta_loss', float('nan')):.4f}"
               f", {last.get('inner_steps_per_s', 0):,.0f} inner steps/s ({summary['reason']})")
+    if summary.get("signal"):  # interrupted: the conventional 128 + signal number
+        return 128 + int(summary["signal"])
     if args.eval and summary["reason"] == "finished" and jax.process_index() == 0:
         from metaopt.train.plot import plot_run
 
@@ -133,9 +174,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     task_names = check_tasks(args.tasks.split(","))
     file = resolve(args.run_dir)  # SpecError naming the source if there is nothing to load
+    from metaopt.train.artifacts import PACKAGE, check_outside_package
+
+    inside = PACKAGE in pathlib.Path(args.run_dir).resolve().parents
     if args.out:
         out_dir = pathlib.Path(args.out)
-    elif pathlib.Path(args.run_dir).is_dir():
+        check_outside_package(out_dir, "out")
+    elif pathlib.Path(args.run_dir).is_dir() and not inside:
         out_dir = pathlib.Path(args.run_dir) / "eval"
     else:  # a pretrained name or a file: never write into the package
         out_dir = pathlib.Path("runs") / f"eval-{file.parent.name if file.is_file() else file.name}"
@@ -237,11 +282,16 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     if args.command == "train" and args.preset and "=" in args.preset:
         args.overrides, args.preset = [args.preset, *args.overrides], None
+    from metaopt.train.loop import TrainingError
+
     try:
         return args.func(args)
     except SpecError as err:  # bad input found past argument parsing: one line, exit 2
         print(f"metaopt {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except TrainingError as err:  # diverged, disk full: one line (with how to continue)
+        print(f"metaopt {args.command}: error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

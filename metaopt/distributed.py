@@ -43,15 +43,24 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     coordinator = coordinator or os.environ.get("METAOPT_COORDINATOR")
     if not coordinator:
         return False
-    num = num_processes if num_processes is not None else int(
-        os.environ.get("METAOPT_NUM_PROCESSES", "1"))
-    pid = process_id if process_id is not None else int(os.environ.get("METAOPT_PROCESS_ID", "0"))
+    num = num_processes if num_processes is not None else _env_int("METAOPT_NUM_PROCESSES", 1)
+    pid = process_id if process_id is not None else _env_int("METAOPT_PROCESS_ID", 0)
+    if num < 1:
+        raise ValueError(f"num_processes: must be a positive integer, got {num}")
     if not 0 <= pid < num:
         raise ValueError(f"process_id: must be in 0..{num - 1}, got {pid}")
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num,
                                process_id=pid)
     return True
+
+
+def _env_int(name: str, default: int) -> int:
+    text = os.environ.get(name, str(default))
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{name}: expected an integer, got {text!r}") from None
 
 
 def available_cores() -> int:

@@ -3,6 +3,7 @@
 ``make(name, **options) -> LearnedOptimizer`` calls the constructor registered under ``name``
 with its static configuration (options checked against its signature); ``names()`` lists them
 in a fixed order. Run configs and saved optimizers name them as specs of :data:`REGISTRY`.
+Every entry's optimizers check their arguments (theta, params, updates: :mod:`.checks`).
 
 =========================  ==============================================================
 name                       constructor
@@ -25,6 +26,7 @@ from __future__ import annotations
 import functools
 
 from metaopt.lopt.base import LearnedOptimizer
+from metaopt.lopt.checks import checked_constructor
 from metaopt.lopt.hierarchical import hierarchical_lopt
 from metaopt.lopt.hparam import learnable_adam, learnable_momentum, learnable_sgd
 from metaopt.lopt.lstm import lstm_lopt
@@ -44,7 +46,7 @@ for _name, _fn in {
     "hierarchical": hierarchical_lopt,
     "norm_mlp": norm_mlp,
 }.items():
-    REGISTRY.register(_name, _fn)
+    REGISTRY.register(_name, checked_constructor(_fn))  # clear errors on wrong arguments
 
 
 def names() -> tuple[str, ...]:

@@ -20,6 +20,8 @@ from metaopt.outer import OuterTrainer, outer_trainer
 from metaopt.spec import Registry, Spec, SpecError
 from metaopt.train.config import RunConfig
 
+MAX_STEPS = 2**31 - 1  # outer steps are counted in int32
+
 
 class Built(NamedTuple):
     cfg: RunConfig
@@ -100,8 +102,12 @@ def validate(cfg: RunConfig, device_count: int | None = None) -> RunConfig:
     the run settings, the devices, and every piece by building it."""
     r = cfg.run
     for key in ("outer_steps", "checkpoint_every", "keep", "log_every"):
-        if getattr(r, key) < 1:
-            raise SpecError(f"run.{key}", f"must be a positive integer, got {getattr(r, key)}")
+        if not 1 <= getattr(r, key) <= MAX_STEPS:  # the step counter is an int32
+            raise SpecError(f"run.{key}", f"must be a positive integer <= {MAX_STEPS}, got "
+                            f"{getattr(r, key)}")
+    if not -2**63 <= r.seed < 2**63:
+        raise SpecError("run.seed", f"must be a 64-bit signed integer (-2**63 .. 2**63-1), "
+                        f"got {r.seed}")
     if r.clip_norm < 0:
         raise SpecError("run.clip_norm", f"must be >= 0 (0 disables clipping), got {r.clip_norm}")
     count = jax.device_count() if device_count is None else device_count

@@ -26,6 +26,7 @@ checkpoint and says so.
 
 from __future__ import annotations
 
+import errno
 import os
 import pathlib
 import sys
@@ -37,7 +38,7 @@ import numpy as np
 from tqdm import tqdm
 
 from metaopt import distributed
-from metaopt.io.checkpoint import Checkpointer
+from metaopt.io.checkpoint import Checkpointer, CheckpointError
 from metaopt.io.metrics import MetricsWriter, truncate_after
 from metaopt.io.signals import graceful_stop
 from metaopt.spec import SpecError
@@ -107,38 +108,84 @@ def _intact(state) -> bool:
     return not any(x.is_deleted() for x in jax.tree.leaves(state) if isinstance(x, jax.Array))
 
 
+class TrainingError(RuntimeError):
+    """The run stopped for a reason other than bad input (theta became non-finite, the disk
+    filled up); the message is one line, with how to continue."""
+
+
+def _is_disk_full(err: BaseException | None) -> bool:
+    while err is not None:
+        if getattr(err, "errno", None) == errno.ENOSPC or "no space left" in str(err).lower():
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _checkpoint_bytes(run_dir: pathlib.Path, state) -> int:
+    """About what one more checkpoint needs on disk: the newest one's size, else the state's."""
+    ckpts = run_dir / artifacts.CHECKPOINTS
+    steps = sorted((p for p in ckpts.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)) \
+        if ckpts.is_dir() else []
+    if steps:
+        return sum(f.stat().st_size for f in steps[-1].rglob("*") if f.is_file())
+    return sum(x.nbytes for x in jax.tree.leaves(state) if hasattr(x, "nbytes"))
+
+
+_all_finite = jax.jit(lambda tree: jax.numpy.all(jax.numpy.stack(
+    [jax.numpy.isfinite(x).all() for x in jax.tree.leaves(tree)])))
+
+
 def train(cfg: RunConfig, run_dir: str | pathlib.Path, *, resume: bool = False,
           progress: bool = True, stop_at: int | None = None) -> dict:
     """Run (or resume) outer training into ``run_dir``; returns a summary dict.
 
-    Raises SpecError for a bad config or an incompatible run directory. ``stop_at`` ends the
-    run early after that outer step (as an interruption would), keeping ``outer_steps`` as
-    the run's target.
+    Raises SpecError for a bad config or an incompatible, unusable or busy run directory
+    (nothing written), and :class:`TrainingError` when theta becomes non-finite (the last
+    finite checkpoint is kept) or the disk fills up. ``stop_at`` ends the run early after
+    that outer step (as an interruption would), keeping ``outer_steps`` as the run's target.
     """
     validate(cfg)
     run_dir = pathlib.Path(run_dir)
-    _check_run_dir(run_dir, cfg, resume)
-    if jax.process_index() == 0:
-        artifacts.write_config(run_dir, cfg)
-    progress = progress and jax.process_index() == 0
-    if progress:
-        print(f"run directory: {run_dir}", file=sys.stderr)
+    artifacts.check_outside_package(run_dir)
+    primary = jax.process_index() == 0  # the one process that writes files besides orbax
+    lock = artifacts.RunLock(run_dir) if primary else None  # one writer per run directory
+    try:
+        return _train(cfg, run_dir, resume, progress and primary, stop_at, primary)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg, run_dir, resume, progress, stop_at, primary) -> dict:
+    _check_run_dir(run_dir, cfg, resume)  # under the lock
     keys = run_keys(cfg.run.seed)
     built = build(cfg)
     state = jax.jit(built.trainer.init)(keys.init, built.lopt.init(keys.theta))
     step_fn, state = compile_step(cfg, built, state)
-    ckpt = Checkpointer(run_dir / artifacts.CHECKPOINTS, keep=cfg.run.keep)
     start = 0
     if resume:
-        restored = ckpt.restore_latest(state)
-        for step, why in getattr(ckpt, "skipped", []):
-            print(f"warning: checkpoint {step} is unreadable ({why}); using an earlier one",
-                  file=sys.stderr)
+        ckpt_dir = run_dir / artifacts.CHECKPOINTS
+        if not ckpt_dir.is_dir() or not any(p.name.isdigit() for p in ckpt_dir.iterdir()):
+            print(f"no checkpoint in {run_dir} (the run ended before its first one); starting "
+                  f"from outer step 0", file=sys.stderr)
+    ckpt = Checkpointer(run_dir / artifacts.CHECKPOINTS, keep=cfg.run.keep)
+    if resume:
+        try:
+            restored = ckpt.restore_latest(state)
+        except CheckpointError as err:
+            ckpt.close()
+            raise SpecError("run_dir", str(err)) from None
         if restored is not None:
             start, state = restored
-    primary = jax.process_index() == 0  # the one process that writes files besides orbax
-    if primary:
+        for step, why in ckpt.skipped:
+            print(f"warning: checkpoint {step} is corrupt ({why}); moved to "
+                  f"{ckpt.directory.name}.unreadable/; resuming from checkpoint {start}",
+                  file=sys.stderr)
+    if primary:  # on resume, written only once the checkpoint fits it (outer_steps may change)
+        artifacts.write_config(run_dir, cfg)
         truncate_after(run_dir / artifacts.METRICS, start)
+    if progress:
+        print(f"run directory: {run_dir}", file=sys.stderr)
     metrics_file = MetricsWriter(run_dir / artifacts.METRICS if primary else os.devnull)
     r = cfg.run
     end = r.outer_steps if stop_at is None else min(stop_at, r.outer_steps)
@@ -146,7 +193,15 @@ def train(cfg: RunConfig, run_dir: str | pathlib.Path, *, resume: bool = False,
     bar = tqdm(total=r.outer_steps, initial=start, disable=not progress, file=sys.stderr,
                unit="step", dynamic_ncols=True)
     t_log, s_log = time.perf_counter(), start
-    reason = "finished"
+    reason, signum, known = "finished", None, None
+    resume_with = f"continue with: metaopt train --resume {run_dir}"
+
+    def check_finite():
+        if not bool(_all_finite(state.theta)):
+            raise TrainingError(f"theta became non-finite by outer step {step} (diverged: "
+                                f"lower outer.learning_rate or set run.clip_norm); the last "
+                                f"finite checkpoint is outer step {saved_step} in {run_dir}")
+
     with graceful_stop() as stop:
         try:
             while step < end:
@@ -156,6 +211,7 @@ def train(cfg: RunConfig, run_dir: str | pathlib.Path, *, resume: bool = False,
                     jax.block_until_ready(metrics)
                     t_log, s_log = time.perf_counter(), step
                 if step % r.log_every == 0 or step == end:
+                    check_finite()
                     host = {k: float(v) for k, v in distributed.to_host(metrics).items()}
                     now = time.perf_counter()
                     if step > s_log:  # inner_steps is a static count per outer step
@@ -169,21 +225,33 @@ def train(cfg: RunConfig, run_dir: str | pathlib.Path, *, resume: bool = False,
                     last = host
                 bar.update(1)
                 if step % r.checkpoint_every == 0 or step == end:
+                    check_finite()
                     ckpt.save(step, state)
                     artifacts.save_optimizer(run_dir, cfg, state.theta, step)
                     saved_step = step
                 if stop:
-                    reason = f"stopped by signal {stop.signum}"
+                    reason, signum = f"stopped by signal {stop.signum}", stop.signum
                     break
-        except BaseException:
+        except TrainingError as err:
+            reason, known = "stopped", err
+            raise
+        except BaseException as err:
             reason = "crashed"
+            if _is_disk_full(err):
+                reason, known = "stopped", TrainingError(
+                    f"no space left on the device of {run_dir} at outer step {step} (a "
+                    f"checkpoint needs about {_checkpoint_bytes(run_dir, state) / 2**20:.1f} "
+                    f"MiB free); the last checkpoint is outer step {saved_step}; free some "
+                    f"space, then {resume_with}")
+                raise known from None
             raise
         finally:
             lost = ""
-            if step != saved_step:
+            if step != saved_step and known is None:
                 try:
                     if not _intact(state):
                         raise RuntimeError("it was donated to the step that failed")
+                    check_finite()
                     ckpt.save(step, state)
                     artifacts.save_optimizer(run_dir, cfg, state.theta, step)
                     saved_step = step
@@ -191,14 +259,16 @@ def train(cfg: RunConfig, run_dir: str | pathlib.Path, *, resume: bool = False,
                     why = (str(err).splitlines() or [type(err).__name__])[0][:200]
                     lost = f"the state of outer step {step} is lost ({why}); "
             bar.close()
-            metrics_file.close()
-            ckpt.close()
-            if reason != "finished":
+            for close in (metrics_file.close, ckpt.close):
+                try:
+                    close()
+                except Exception:  # noqa: BLE001  (e.g. a full disk; the first error stands)
+                    pass
+            if reason not in ("finished", "stopped"):
                 where = (f"checkpoint of outer step {saved_step} saved in {run_dir}"
                          if saved_step else f"no checkpoint in {run_dir} (a resume starts over)")
-                print(f"{reason}: {lost}{where}; continue with: metaopt train --resume "
-                      f"{run_dir}", file=sys.stderr)
-    return {"step": step, "reason": reason, "last_metrics": last,
+                print(f"{reason}: {lost}{where}; {resume_with}", file=sys.stderr)
+    return {"step": step, "reason": reason, "signal": signum, "last_metrics": last,
             "theta_finite": bool(all(np.isfinite(x).all()
                                      for x in jax.tree.leaves(distributed.to_host(state.theta)))),
             "config": cfg.to_json()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 
 from metaopt.io.metrics import read_metrics
@@ -21,6 +22,12 @@ def plot_run(run_dir: str | pathlib.Path) -> list[pathlib.Path]:
     if not path.exists():
         raise ValueError(f"run_dir: {run_dir} has no metrics.jsonl (not a run directory?)")
     rows = read_metrics(path)
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+            from metaopt.spec import SpecError
+
+            raise SpecError(str(path), f"row {i + 1} is not a metrics row (a JSON object with an "
+                            f"integer 'step'): {json.dumps(row)[:80]}")
     out = run_dir / "plots"
     out.mkdir(exist_ok=True)
     written = []

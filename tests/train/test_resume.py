@@ -60,6 +60,7 @@ def test_sigkill_then_resume_is_bit_identical(straight, tmp_path):
                          capture_output=True, text=True, timeout=WAIT, env=_env(), cwd=ROOT)
     assert out.returncode == -signal.SIGKILL, out.stderr[-3000:]
     assert Checkpointer(tmp_path / "checkpoints").steps()[-1] == 5  # the last completed step
+    assert (tmp_path / ".lock").exists()  # left by the killed run: it must not block the resume
     _resume(tmp_path, f"run.outer_steps={TOTAL}")
     for a, b in zip(_theta(straight), _theta(tmp_path), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -80,7 +81,7 @@ def _wait_for_checkpoint(run_dir, step, proc, log):
     pytest.fail(f"no checkpoint {step} after {WAIT} s")
 
 
-def test_sigterm_writes_a_checkpoint_and_exits_cleanly(straight, tmp_path):
+def test_sigterm_writes_a_checkpoint_and_exits_143(straight, tmp_path):
     log = tmp_path.parent / f"{tmp_path.name}.log"
     with open(log, "w") as err:
         proc = subprocess.Popen([sys.executable, "-m", "metaopt.cli", "train", "smoke",
@@ -90,7 +91,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(straight, tmp_path):
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=WAIT)
     text = log.read_text()
-    assert proc.returncode == 0, text
+    assert proc.returncode == 128 + signal.SIGTERM, text  # interrupted, not finished
     assert f"stopped by signal {int(signal.SIGTERM)}" in text and "--resume" in text
     stopped_at = int(text.split("checkpoint of outer step ")[1].split()[0])
     assert Checkpointer(tmp_path / "checkpoints").steps()[-1] == stopped_at
@@ -98,6 +99,38 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(straight, tmp_path):
         _resume(tmp_path, f"run.outer_steps={TOTAL}")
         for a, b in zip(_theta(straight), _theta(tmp_path), strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+def test_second_process_on_a_live_run_dir_is_refused(straight, tmp_path, capsys):
+    """A run is paused (SIGSTOP) after its first checkpoint; a resume and a new run in its
+    directory are refused at once naming it; continued, it ends as a lone run would."""
+    from metaopt.cli import main
+
+    log = tmp_path.parent / f"{tmp_path.name}.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "metaopt.cli", "train", "smoke",
+                                 f"run.outer_steps={TOTAL}", *OVERRIDES[1:], "--quiet",
+                                 "--run-dir", str(tmp_path)],
+                                stdout=subprocess.DEVNULL, stderr=err, env=_env(), cwd=ROOT)
+        _wait_for_checkpoint(tmp_path, 1, proc, log)
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            for args in (["train", "--resume", str(tmp_path)],
+                         ["train", "smoke", f"run.outer_steps={TOTAL}", *OVERRIDES[1:],
+                          "--run-dir", str(tmp_path)]):
+                code = main(args)
+                msg = capsys.readouterr().err
+                assert code == 2 and f"in use by another metaopt process (pid {proc.pid}" in msg
+                assert len(msg.strip().splitlines()) == 1, msg
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        proc.wait(timeout=WAIT)
+    assert proc.returncode == 0, log.read_text()[-3000:]
+    for a, b in zip(_theta(straight), _theta(tmp_path), strict=True):
+        np.testing.assert_array_equal(a, b)
+    rows = [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")]
+    assert rows == list(range(1, TOTAL + 1))
+    assert not (tmp_path / ".lock").exists()
 
 
 def test_corrupt_latest_checkpoint_falls_back(straight, tmp_path):
