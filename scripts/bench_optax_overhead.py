@@ -38,7 +38,9 @@ class _MLP1M(nn.Module):
 
 def add_arguments(parser) -> None:
     parser.add_argument("--optimizers", nargs="*", default=None,
-                        help="registry names (default: all of metaopt.lopt.names())")
+                        help="registry names, optionally with options as NAME:KEY=VALUE[,...] "
+                             "(e.g. norm_mlp:orthogonalize=true); default: all of "
+                             "metaopt.lopt.names() and norm_mlp:orthogonalize=true")
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=MODELS)
     parser.add_argument("--rounds", type=int, default=30, help="interleaved timing rounds")
     parser.add_argument("--seconds", type=float, default=0.05,
@@ -91,12 +93,22 @@ def _time(fn, n: int) -> float:
     return (time.perf_counter() - t0) / n
 
 
+def _make(entry: str) -> lopt.LearnedOptimizer:
+    """``NAME`` or ``NAME:KEY=VALUE,KEY=VALUE`` (values parsed as on the command line)."""
+    name, _, opts = entry.partition(":")
+    options = {}
+    for item in filter(None, opts.split(",")):
+        key, _, text = item.partition("=")
+        options[key] = lopt.REGISTRY.parse(name, key, text)
+    return lopt.make(name, **options)
+
+
 def _measure(model: str, names: list[str], rounds: int, seconds: float) -> dict[str, float]:
     """Best-of-``rounds`` seconds per step for ``adam`` (optax) and each learned optimizer."""
     loss_fn, params, x, y = _problem(model)
     fns = {"optax.adam": _step_fn(loss_fn, optax.adam(1e-3), params, x, y)}
     for name in names:
-        lo = lopt.make(name)
+        lo = _make(name)
         fns[name] = _step_fn(loss_fn, lo.optimizer(lo.init(jax.random.PRNGKey(0))), params, x, y)
     counts = {k: _calibrate(f, seconds) for k, f in fns.items()}
     best = {k: float("inf") for k in fns}
@@ -109,9 +121,9 @@ def _measure(model: str, names: list[str], rounds: int, seconds: float) -> dict[
 
 
 def run(args) -> dict:
-    names = args.optimizers or list(lopt.names())
+    names = args.optimizers or [*lopt.names(), "norm_mlp:orthogonalize=true"]
     for n in names:
-        lopt.make(n)  # ValueError naming the allowed values for an unknown name
+        _make(n)  # ValueError naming the allowed values for an unknown name
     times = {m: _measure(m, names, args.rounds, args.seconds) for m in args.models}
     result = {n: {m: round(times[m][n] / times[m]["optax.adam"], 3) for m in args.models}
               for n in names}

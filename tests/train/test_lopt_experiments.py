@@ -4,6 +4,7 @@ each writes its JSON, table and PNG, and the properties its README relies on hol
 import json
 
 import numpy as np
+import pytest
 
 
 def test_implicit_regularization_smoke(tmp_path):
@@ -22,6 +23,7 @@ def test_implicit_regularization_smoke(tmp_path):
                                result["projection_norm"], rtol=1e-4)
 
 
+@pytest.mark.slow  # two short PES runs: ~2 min of compiling on 2 cores
 def test_self_training_smoke(tmp_path):
     from experiments.self_training import run
 
