@@ -16,12 +16,12 @@ same batches: one ``unroll_batch`` over seeds) for the task's budget. Columns:
 
 The learning rate is a traced array: each grid is one ``vmap`` over learning rates of one
 ``vmap`` over seeds in one compiled ``lax.scan`` (the final Adam run vmaps the best rate and
-1e-3), so a task costs six compiles. Per cell (mean over seeds): **final training loss** = mean of the last 10% of
-steps (as :mod:`metaopt.train.evaluate`), **final validation loss** likewise, the **test
-metric** (accuracy for classification tasks, else the loss) of the final parameters on
-:data:`EVAL_BATCHES` test batches (the same for every optimizer), and **diverged** = the number
-of seeds whose run diverged (:func:`diverged`). For the learned optimizer also **late blow-up**
-(:func:`late_blowup`). :func:`summarize` gives the bar.
+1e-3), so a task costs six compiles. Per cell (mean over seeds): **final training loss** =
+mean of the last 10% of steps (as :mod:`metaopt.train.evaluate`), **final validation loss**
+likewise, the **test metric** (accuracy for classification tasks, else the loss) of the final
+parameters on :data:`EVAL_BATCHES` test batches (the same for every optimizer), and
+**diverged** = the number of seeds whose run diverged (:func:`diverged`). For the learned
+optimizers also **late blow-up** (:func:`late_blowup`). :func:`summarize` gives the bar.
 """
 
 from __future__ import annotations
