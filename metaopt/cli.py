@@ -3,6 +3,7 @@
 * ``metaopt train PRESET [section.option=value ...] [--run-dir DIR] [--eval]`` /
   ``metaopt train --resume DIR [run.outer_steps=N]``
 * ``metaopt eval SOURCE --tasks digits_mlp,...`` (a run directory, a saved file, a pretrained name)
+  or ``metaopt eval SOURCE --suite heldout`` (a fixed suite, :mod:`metaopt.train.suites`)
 * ``metaopt plot RUN_DIR``
 * ``metaopt demo`` trains the digits MLP with an optax optimizer through the pure inner unroll.
 
@@ -172,7 +173,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from metaopt.io.saved import resolve
     from metaopt.train.evaluate import check_tasks
 
-    task_names = check_tasks(args.tasks.split(","))
+    if args.suite is None:
+        task_names = check_tasks(args.tasks.split(","))
     file = resolve(args.run_dir)  # SpecError naming the source if there is nothing to load
     from metaopt.train.artifacts import PACKAGE, check_outside_package
 
@@ -184,6 +186,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         out_dir = pathlib.Path(args.run_dir) / "eval"
     else:  # a pretrained name or a file: never write into the package
         out_dir = pathlib.Path("runs") / f"eval-{file.parent.name if file.is_file() else file.name}"
+    if args.suite is not None:
+        from metaopt.train.suite_cli import eval_suite
+
+        return eval_suite(args.run_dir, args.suite, out_dir / args.suite, seeds=args.seeds,
+                          max_steps=args.max_steps, baseline=args.baseline_pretrained,
+                          tune_seeds=args.tune_seeds)
     return _eval(args.run_dir, task_names, args.steps, args.seeds, out_dir)
 
 
@@ -263,6 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated task registry names (metaopt.tasks.names())")
     ev.add_argument("--steps", type=_positive_int, default=200)
     ev.add_argument("--seeds", type=_positive_int, default=5)
+    ev.add_argument("--suite", help="a fixed suite instead of --tasks: heldout or train "
+                    "(metaopt.train.suites; writes OUT/SUITE/eval.md, eval.json, eval_curves.png)")
+    ev.add_argument("--max-steps", type=_positive_int, help="--suite: cap every task's "
+                    "budget (smoke runs)")
+    ev.add_argument("--tune-seeds", type=_positive_int, default=1, help="--suite: task "
+                    "instances the baselines' learning-rate grids are tuned on")
+    ev.add_argument("--baseline-pretrained", default="mlp_small_digits", help="--suite: a "
+                    "pretrained optimizer as a baseline column ('none': no such column)")
     ev.set_defaults(func=cmd_eval)
 
     plot = sub.add_parser("plot", help="write PNG curves of a run's metrics")

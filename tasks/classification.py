@@ -46,6 +46,9 @@ def classification_task(
       label_fn: optional ``(labels, idx, split) -> labels`` (e.g. label noise).
       index_fn: optional ``(key, n, batch_size) -> idx`` replacing uniform sampling on train.
     """
+    if data.num_classes < 2:
+        raise ValueError(f"dataset: {data.name!r} is not a classification set (num_classes "
+                         f"{data.num_classes}); regression sets train with mlp_regressor")
     for split in ("train", "valid", "test"):
         validate.batch_fits("batch_size", batch_size, split, data.size(split))
     dev = data.to_device()

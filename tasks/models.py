@@ -14,6 +14,7 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "gelu": jax.nn.gelu,
     "silu": jax.nn.silu,
     "elu": jax.nn.elu,
+    "sigmoid": jax.nn.sigmoid,
 }
 
 

@@ -24,7 +24,9 @@ from metaopt.tasks.mlp_family import mlp_family
 from metaopt.tasks.nqm import nqm
 from metaopt.tasks.quadratic import quadratic_family
 from metaopt.tasks.sequence_family import sequence_family
+from metaopt.tasks.sklearn_data import mlp_regressor
 from metaopt.tasks.teacher_student import teacher_student_family
+from metaopt.tasks.testfns import test_function
 
 
 def with_dataset(fn: Callable[..., Task | TaskFamily]) -> Callable[..., Task | TaskFamily]:
@@ -78,6 +80,8 @@ for _name, _fn in {
     "quadratic": quadratic_family,
     "sequence_family": sequence_family,
     "teacher_student": teacher_student_family,
+    "mlp_regressor": mlp_regressor,  # dataset="sk_regression" (sklearn_data.py)
+    "test_function": test_function,  # 2-D rosenbrock / beale / himmelblau (testfns.py)
 }.items():
     REGISTRY.register(_name, _fn)
 

@@ -9,6 +9,10 @@ pretrained name: ``metaopt eval NAME``, ``outer.name=frozen outer.source=NAME``,
 
     opt, theta = metaopt.load_optimizer("mlp_small_digits")
     tx = opt.optimizer(theta)          # an optax transform, in place of optax.adam(...)
+    tx = metaopt.pretrained.optax("mlp_small_digits", num_steps=1000)   # the same, in one call
+
+Loading verifies the file's SHA-256 (description and weights); a modified, truncated or
+otherwise corrupt file raises :class:`~metaopt.spec.SpecError` naming the file.
 
 Entries:
 
@@ -47,3 +51,32 @@ def load(name: str):
     from metaopt.io.saved import load_optimizer
 
     return load_optimizer(path(name))
+
+
+def trained_budget(name: str) -> int:
+    """The step budget the entry ``name`` was meta-trained for (its longest episode)."""
+    from metaopt.io.saved import describe_optimizer
+
+    return describe_optimizer(path(name)).num_steps
+
+
+def optax(name: str, num_steps: int | None = None):
+    """The pretrained learned optimizer ``name`` as an ``optax.GradientTransformationExtraArgs``
+    with its weights bound: a drop-in for ``optax.adam(...)`` in an ordinary training loop::
+
+        tx = metaopt.pretrained.optax("mlp_small_digits", num_steps=1000)
+        opt_state = tx.init(params)
+        updates, opt_state = tx.update(grads, opt_state, params, loss=loss)
+        params = optax.apply_updates(params, updates)
+
+    ``num_steps`` is the number of updates you will make (the optimizer's features read the
+    fraction of the budget done); default :func:`trained_budget`. Pass ``loss=`` (the training
+    loss of the batch) to ``update``: optimizers that read it raise
+    :class:`~metaopt.lopt.MissingExtraArgError` without it, the others ignore it.
+    """
+    from metaopt.io.saved import check_budget
+
+    lopt, theta = load(name)
+    if num_steps is None:
+        return lopt.optimizer(theta)
+    return lopt.optimizer(theta, num_steps=check_budget(num_steps))

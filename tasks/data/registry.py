@@ -5,7 +5,8 @@ from __future__ import annotations
 from metaopt.tasks.data.arrays import ArrayDataset
 from metaopt.tasks.data.digits import load_digits
 
-BUNDLED = ("digits",)
+SKLEARN = ("iris", "wine", "breast_cancer", "sk_classification", "sk_regression")  # offline
+BUNDLED = ("digits", *SKLEARN)
 TFDS = ("mnist", "fashion_mnist", "cifar10", "omniglot")
 DATASETS = BUNDLED + TFDS
 
@@ -22,6 +23,13 @@ def load_dataset(name: str, data_dir: str | None = None, **tfds_options) -> Arra
             raise ValueError(f"dataset: options {sorted(tfds_options)} apply to tfds data sets "
                              f"only, not to 'digits'")
         return load_digits()
+    if name in SKLEARN:  # tasks/sklearn_data.py
+        if tfds_options:
+            raise ValueError(f"dataset: options {sorted(tfds_options)} apply to tfds data sets "
+                             f"only, not to {name!r}")
+        from metaopt.tasks.sklearn_data import load_sklearn
+
+        return load_sklearn(name)
     if name in TFDS:
         from metaopt.tasks.data.tfds import load_tfds
 
