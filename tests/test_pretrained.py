@@ -51,14 +51,15 @@ def test_a_damaged_copy_is_refused_naming_the_file(tmp_path, damage):
         err.value)
 
 
-def test_pretrained_optax_trains_digits_mlp_in_a_plain_training_loop():
+@pytest.mark.parametrize("name", pretrained.names())
+def test_pretrained_optax_trains_digits_mlp_in_a_plain_training_loop(name):
     """No tuning, no inner problem: a flax MLP, a jitted step, a Python loop over batches."""
     steps, batch_size = 500, 128
     data = load_digits()
     (x, y), (xt, yt) = data.splits["train"], data.splits["test"]
     model = MLP(hidden=(32,), out=10)
     params = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))["params"]
-    tx = metaopt.pretrained.optax("mlp_small_digits", num_steps=steps)
+    tx = metaopt.pretrained.optax(name, num_steps=steps)
     opt_state = tx.init(params)
 
     def loss_fn(p, xb, yb):

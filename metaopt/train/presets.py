@@ -27,8 +27,9 @@ def _mlp(hidden, batch_size=128):
 
 
 #: The general-purpose meta-training distribution (pretrained ``norm_mlp_general``):
-#: ``(member, weight, task spec)``, equal weights: the ``log_train`` meta-loss puts the
-#: families' losses on one (relative) scale. Held out of it (:mod:`metaopt.train.suites`):
+#: ``(member, weight, task spec)``: the ``log_train`` meta-loss puts the families' losses on
+#: one (relative) scale; the quadratics weigh 0.3 (at weight 1 their large, consistent
+#: log-loss gains dominated the outer gradient and made the MLP tasks worse). Held out of it (:mod:`metaopt.train.suites`):
 #: the elu activation, MLPs wider than 256 or deeper than 4, CNNs deeper than 2 conv layers,
 #: other data sets, 2-D test functions, condition numbers above 1e3, budgets above 2,000.
 GENERAL_MEMBERS = (
@@ -41,8 +42,8 @@ GENERAL_MEMBERS = (
     ("autoencoder", 1.0, Spec("autoencoder_family", {"activations": ACTS})),
     ("logistic", 1.0, Spec("logistic_family")),
     ("sequence", 1.0, Spec("sequence_family")),
-    ("quadratic", 1.0, Spec("quadratic", {"dim": 20, "condition_range": (1.0, 1e3)})),
-    ("nqm", 1.0, Spec("nqm", {"dim": 100})),
+    ("quadratic", 0.3, Spec("quadratic", {"dim": 20, "condition_range": (1.0, 1e3)})),
+    ("nqm", 0.3, Spec("nqm", {"dim": 100})),
     ("teacher_student", 1.0, Spec("teacher_student")),
 )
 
@@ -92,8 +93,9 @@ PRESETS: dict[str, RunConfig] = {
         schedule=Spec("log_uniform", {"min_length": 100, "max_length": 2000}),
         lopt=Spec("norm_mlp", {"learning_rate": 3e-3}),
         estimator=_pes(4, 20, "log_train"),
-        outer=Spec("adam", {"learning_rate": 3e-3}),
-        run=RunSettings(outer_steps=5000, clip_norm=1.0, checkpoint_every=200, log_every=10),
+        outer=Spec("adam", {"learning_rate": 1e-3}),
+        run=RunSettings(outer_steps=3000, clip_norm=1.0, checkpoint_every=250, keep=20,
+                        log_every=10),
     ),
     # Self-training experiment (experiments/self_training): norm_mlp on the digits MLP family;
     # Adam warm-up, then the learned optimizer trains its own theta for the remaining steps.
