@@ -15,7 +15,7 @@ def test_names_and_kinds():
     assert kinds == {
         "cnn_classifier": Task, "digits_cnn": Task, "digits_mlp": Task, "mlp_classifier": Task,
         "mlp_family": TaskFamily, "nqm": Task, "quadratic": TaskFamily,
-        "teacher_student": TaskFamily,
+        "teacher_student": TaskFamily, "mlp_regressor": Task, "test_function": Task,
     }
 
 
