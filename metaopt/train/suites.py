@@ -43,7 +43,7 @@ HELDOUT: tuple[SuiteTask, ...] = (
     SuiteTask("digits_mlp_wide512", _digits_mlp((512,))),
     SuiteTask("digits_mlp_deep6", _digits_mlp((32,) * 6)),  # the old optimizer collapsed here
     SuiteTask("digits_mlp_sigmoid", _digits_mlp((64,), activation="sigmoid")),
-    SuiteTask("digits_cnn_4conv", Spec("digits_cnn", {"channels": (8, 16, 16, 32),
+    SuiteTask("digits_cnn_4conv", Spec("digits_cnn", {"channels": (8, 8, 16, 16),
                                                       "batch_size": 128})),
     SuiteTask("iris_mlp", Spec("mlp_classifier", {"dataset": "iris", "hidden": (32,),
                                                   "batch_size": 16})),

@@ -1,14 +1,15 @@
-"""Data sets by name: the bundled digits, or a tfds data set from a local ``data_dir``."""
+"""Data sets by name: the bundled digits, a tfds set from a local ``data_dir``, or a small
+scikit-learn set (bundled or generated with a fixed seed, :mod:`tasks.sklearn_data`)."""
 
 from __future__ import annotations
 
 from metaopt.tasks.data.arrays import ArrayDataset
 from metaopt.tasks.data.digits import load_digits
 
-SKLEARN = ("iris", "wine", "breast_cancer", "sk_classification", "sk_regression")  # offline
-BUNDLED = ("digits", *SKLEARN)
+BUNDLED = ("digits",)
 TFDS = ("mnist", "fashion_mnist", "cifar10", "omniglot")
-DATASETS = BUNDLED + TFDS
+SKLEARN = ("iris", "wine", "breast_cancer", "sk_classification", "sk_regression")  # offline
+DATASETS = BUNDLED + TFDS + SKLEARN
 
 
 def load_dataset(name: str, data_dir: str | None = None, **tfds_options) -> ArrayDataset:

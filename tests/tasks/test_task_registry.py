@@ -16,7 +16,8 @@ def test_names_and_kinds():
         "autoencoder_family": TaskFamily, "cnn_classifier": Task, "cnn_family": TaskFamily,
         "digits_cnn": Task, "digits_mlp": Task, "logistic_family": TaskFamily,
         "mlp_classifier": Task, "mlp_family": TaskFamily, "nqm": Task, "quadratic": TaskFamily,
-        "sequence_family": TaskFamily, "teacher_student": TaskFamily,
+        "sequence_family": TaskFamily, "teacher_student": TaskFamily, "mlp_regressor": Task,
+        "test_function": Task,
     }
 
 
