@@ -112,12 +112,13 @@ def check_meta_loss(meta_loss: str, problem: InnerProblem) -> str:
     if meta_loss == "valid" and not problem.valid:
         raise ValueError(
             "meta_loss: 'valid' weighs validation losses, but this problem does not measure "
-            "them (inner_problem(..., valid=False)); allowed values here are ['train', 'last', 'log_train']"
+            "them (inner_problem(..., valid=False)); allowed values here are "
+            "['train', 'last', 'log_train']"
         )
     if meta_loss in ("train", "log_train") and not problem.has_train_loss:
         raise ValueError(
-            f"meta_loss: {meta_loss!r} needs a training loss, and problem {problem.name!r} is given by "
-            "its update map only (map_problem); allowed values here are ['valid', 'last']"
+            f"meta_loss: {meta_loss!r} needs a training loss, and problem {problem.name!r} is "
+            "given by its update map only (map_problem); allowed values here are ['valid', 'last']"
         )
     return meta_loss
 

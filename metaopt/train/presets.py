@@ -29,9 +29,10 @@ def _mlp(hidden, batch_size=128):
 #: The general-purpose meta-training distribution (pretrained ``norm_mlp_general``):
 #: ``(member, weight, task spec)``: the ``log_train`` meta-loss puts the families' losses on
 #: one (relative) scale; the quadratics weigh 0.3 (at weight 1 their large, consistent
-#: log-loss gains dominated the outer gradient and made the MLP tasks worse). Held out of it (:mod:`metaopt.train.suites`):
-#: the elu activation, MLPs wider than 256 or deeper than 4, CNNs deeper than 2 conv layers,
-#: other data sets, 2-D test functions, condition numbers above 1e3, budgets above 2,000.
+#: log-loss gains dominated the outer gradient and made the MLP tasks worse). Held out of it
+#: (:mod:`metaopt.train.suites`): the elu and sigmoid activations, MLPs wider than 256 or
+#: deeper than 4, CNNs deeper than 2 conv layers, other data sets, 2-D test functions,
+#: condition numbers above 1e3, budgets above 2,000.
 GENERAL_MEMBERS = (
     ("mlp16", 1.0, _mlp((16,))),
     ("mlp64x2", 1.0, _mlp((64, 64))),
