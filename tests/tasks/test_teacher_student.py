@@ -81,8 +81,8 @@ def test_teacher_student_bad_input():
         teacher_student_family(student_hidden=(4, 0))
     with pytest.raises(ValueError, match=r"batch_size: must be a positive integer \(>= 1\)"):
         teacher_student_family(batch_size=0)
-    with pytest.raises(ValueError, match=r"activation: unknown value 'sigmoid'; allowed values"):
-        teacher_student_family(activation="sigmoid")
+    with pytest.raises(ValueError, match=r"activation: unknown value 'softsign'; allowed values"):
+        teacher_student_family(activation="softsign")
     with pytest.raises(ValueError, match=r"noise_std: must be a number in \[0.0, inf\]"):
         teacher_student_family(noise_std=-0.1)
     task = _family().task(None)  # the split is checked before the teacher is used

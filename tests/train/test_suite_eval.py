@@ -99,9 +99,8 @@ def test_heldout_suite_is_outside_the_training_distribution_and_presets():
     assert not {e.label for e in held} & {e.label for e in train}
     preset_tasks = set()
     for cfg in presets.PRESETS.values():
-        members = [cfg.task] if cfg.task.name != "mixture" else [
-            v if isinstance(v, Spec) else Spec.from_json(v)
-            for v in cfg.task.options.values() if isinstance(v, Spec | dict)]
+        members = [spec for _, _, spec in cfg.members()]  # one, or a mixture's families
+        assert all(isinstance(m, Spec) for m in members)
         preset_tasks |= {(m.name, json.dumps(m.to_json(), sort_keys=True)) for m in members}
     for e in held:
         assert (e.task.name, json.dumps(e.task.to_json(), sort_keys=True)) not in preset_tasks \
