@@ -17,6 +17,7 @@ def _setup():
     return base, aug
 
 
+@pytest.mark.slow  # ~15-20 s of compiling on 2 cores (default suite < 10 min)
 def test_augmented_loss_gradient_and_init_are_the_rescaled_originals():
     base, aug = _setup()
     h = {"example_logits": jnp.linspace(-2.0, 2.0, tasks.load_digits().size("train"))}

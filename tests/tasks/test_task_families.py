@@ -59,6 +59,7 @@ def test_patch_conv_equals_flax_conv():
         np.testing.assert_allclose(conv.apply(params, x), want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow  # ~15-20 s of compiling on 2 cores (default suite < 10 min)
 def test_cnn_output_shape_and_log10_at_zero_head():
     fam = tasks.make("cnn_family", channels=(4, 6), head="flatten", batch_size=16)
 
@@ -122,6 +123,7 @@ def test_logistic_loss_is_log_c_at_zero_and_scales_features():
     np.testing.assert_allclose(task.loss(p, b), want, rtol=2e-4)
 
 
+@pytest.mark.slow  # ~15-20 s of compiling on 2 cores (default suite < 10 min)
 def test_markov_sequences_follow_the_transition_matrix():
     fam = tasks.make("sequence_family", vocab_size=4, length=20, batch_size=500,
                      sharpness_range=(1.0, 1.0))

@@ -24,14 +24,15 @@ from metaopt.cli import main
     (["train", "smoke", "outer.name=frozen"], "outer.source: required option missing"),
     (["train", "smoke", "outer.name=frozen", "outer.source=nowhere"],
      "outer.source: nowhere: neither a run directory, a saved optimizer file nor a "
-     "pretrained name; allowed pretrained names are ['mlp_small_digits']"),
+     "pretrained name; allowed pretrained names are ['mlp_small_digits', 'norm_mlp_general']"),
     (["train", "smoke", "run.devices=3"], "run.devices: must be in 0..1"),
     (["train", "smoke", "run.keep=0"], "run.keep: must be a positive integer"),
     (["train", "smoke", "task.name=mixture"], "task: a mixture needs at least one member"),
     (["train", "smoke", "--eval", "--eval-tasks", "imagenet"], "tasks: unknown task 'imagenet'"),
     (["plot", "/nonexistent/run"], "run_dir: /nonexistent/run has no metrics.jsonl"),
     (["eval", "/nonexistent/run", "--tasks", "imagenet"], "tasks: unknown task 'imagenet'"),
-    (["eval", "no_such_run_or_name"], "allowed pretrained names are ['mlp_small_digits']"),
+    (["eval", "no_such_run_or_name"],
+     "allowed pretrained names are ['mlp_small_digits', 'norm_mlp_general']"),
     (["train", "--resume", "/nonexistent/run"], "run_dir: /nonexistent/run is not a run "
                                                 "directory (no config.json)"),
 ])
