@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 
+@pytest.mark.slow  # ~20 s of compiling
 def test_implicit_regularization_smoke(tmp_path):
     from experiments.implicit_regularization import run
 

@@ -82,6 +82,7 @@ def _copy(straight, tmp_path):
 # ------------------------------------------------------------------ checkpoints (items 1, 2)
 
 
+@pytest.mark.slow  # compiles a run (default suite < 10 min on 2 cores)
 def test_flipped_byte_is_detected_and_falls_back(straight, tmp_path, capsys):
     run_dir = _copy(straight, tmp_path)
     (run_dir / "optimizer.msgpack").unlink()  # the final theta must be the resume's own
@@ -169,6 +170,7 @@ def test_checkpoint_digest_cost_is_small(straight, tmp_path):
 # ---------------------------------------------------------------------- non-finite (item 4)
 
 
+@pytest.mark.slow  # compiles a run (default suite < 10 min on 2 cores)
 def test_nonfinite_theta_stops_the_run_and_keeps_the_last_finite_checkpoint(
         straight, tmp_path, capsys, monkeypatch):
     """Theta turns non-finite at outer step 6 (as with an overflowing outer update): the run
