@@ -39,6 +39,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
+from metaopt.lopt import flat
 from metaopt.lopt.base import state_dtype
 
 FEATURE_EPS = 1e-10
@@ -159,3 +160,25 @@ def _means(xs):
 def _means_jvp(primals, tangents):
     (xs,), (dxs,) = primals, tangents
     return _means(xs), jnp.stack([jnp.mean(dx) for dx in dxs])
+
+
+def moments_and_stats(g_leaves, p_leaves, m_leaves, v_leaves, mom_decays, rms_decays,
+                      stride: int):
+    """Per tensor: the updated accumulators and the second moments of its features.
+
+    Returns ``(leaves, stats, new_m, new_v)``: ``leaves[t] = (g, p, ms, vs)`` (``ms``, ``vs``
+    the updated accumulators unstacked per decay), ``stats`` ``[T, F]`` (the tensors'
+    :func:`second_moment_terms` means, from :func:`stats_sample` with ``stride``) and the new
+    stacked accumulators per tensor.
+    """
+    leaves, stats, new_m, new_v = [], [], [], []
+    for g, p, m, v in zip(g_leaves, p_leaves, m_leaves, v_leaves, strict=True):
+        m, v = update_moments(g, m, v, mom_decays, rms_decays)
+        ms, vs = flat.unstack(m), flat.unstack(v)
+        stats.append(means(second_moment_terms(
+            stats_sample(g, stride), stats_sample(p, stride),
+            [stats_sample(x, stride) for x in ms], [stats_sample(x, stride) for x in vs])))
+        leaves.append((g, p, ms, vs))
+        new_m.append(m)
+        new_v.append(v)
+    return leaves, jnp.stack(stats), new_m, new_v

@@ -29,7 +29,6 @@ dtype, the step embedding and the network in its promotion with theta's dtype
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -114,17 +113,9 @@ def _mlp(hidden, mom_decays, rms_decays, num_freqs, exp_mult, step_mult, skip, s
             g_leaves, treedef = jax.tree.flatten(updates)
             p_leaves = treedef.flatten_up_to(params)
             m_leaves, v_leaves = treedef.flatten_up_to(state.mom), treedef.flatten_up_to(state.rms)
-            smp = functools.partial(ft.stats_sample, stride=stats_stride)
-            leaves, stats, new_m, new_v = [], [], [], []
-            for g, p, m, v in zip(g_leaves, p_leaves, m_leaves, v_leaves, strict=True):
-                m, v = ft.update_moments(g, m, v, mom_decays, rms_decays)
-                ms, vs = flat.unstack(m), flat.unstack(v)
-                stats.append(ft.means(ft.second_moment_terms(
-                    smp(g), smp(p), [smp(x) for x in ms], [smp(x) for x in vs])))
-                leaves.append((g, p, ms, vs))
-                new_m.append(m)
-                new_v.append(v)
-            scales = ft.normalizer_scales(jnp.stack(stats))  # [T, F]
+            leaves, stats, new_m, new_v = ft.moments_and_stats(
+                g_leaves, p_leaves, m_leaves, v_leaves, mom_decays, rms_decays, stats_stride)
+            scales = ft.normalizer_scales(stats)  # [T, F]
             nt = len(leaves)
             w_in, b_in = ppnet.fold_inputs(theta, scales, jnp.broadcast_to(const, (nt, len(const))))
             outs = []

@@ -40,7 +40,6 @@ State, extra args and dtypes as :mod:`.mlp` (``params`` required; ``iteration`` 
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -190,17 +189,8 @@ def norm_mlp(hidden: Sequence[int] = (8,), mom_decays: Sequence[float] = (0.9, 0
             g_leaves, treedef = jax.tree.flatten(updates)
             p_leaves = treedef.flatten_up_to(params)
             m_leaves, v_leaves = treedef.flatten_up_to(state.mom), treedef.flatten_up_to(state.rms)
-            smp = functools.partial(ft.stats_sample, stride=stats_stride)
-            leaves, stats, new_m, new_v = [], [], [], []
-            for g, p, m, v in zip(g_leaves, p_leaves, m_leaves, v_leaves, strict=True):
-                m, v = ft.update_moments(g, m, v, mom_decays, rms_decays)
-                ms, vs = flat.unstack(m), flat.unstack(v)
-                stats.append(ft.means(ft.second_moment_terms(
-                    smp(g), smp(p), [smp(x) for x in ms], [smp(x) for x in vs])))
-                leaves.append((g, p, ms, vs))
-                new_m.append(m)
-                new_v.append(v)
-            stats = jnp.stack(stats)  # [T, F]
+            leaves, stats, new_m, new_v = ft.moments_and_stats(
+                g_leaves, p_leaves, m_leaves, v_leaves, mom_decays, rms_decays, stats_stride)
             scales = ft.normalizer_scales(stats)
             nt = len(leaves)
             w_in, b_in = ppnet.fold_inputs(theta["net"], scales,
