@@ -108,6 +108,9 @@ def validate(cfg: RunConfig, device_count: int | None = None) -> RunConfig:
     if not -2**63 <= r.seed < 2**63:
         raise SpecError("run.seed", f"must be a 64-bit signed integer (-2**63 .. 2**63-1), "
                         f"got {r.seed}")
+    if not 0 <= r.max_skipped <= MAX_STEPS:
+        raise SpecError("run.max_skipped", f"must be an integer in 0..{MAX_STEPS} (0: never "
+                        f"stop for skipped steps), got {r.max_skipped}")
     if r.clip_norm < 0:
         raise SpecError("run.clip_norm", f"must be >= 0 (0 disables clipping), got {r.clip_norm}")
     count = jax.device_count() if device_count is None else device_count

@@ -52,7 +52,9 @@ class InnerSettings:
 class RunSettings:
     """The run's own settings. ``clip_norm``: outer-gradient clipping (0 disables);
     ``devices``: devices the task batch is split over (0: all; on CPU the command exposes
-    ``devices=N`` CPU devices, 0: one per core)."""
+    ``devices=N`` CPU devices, 0: one per core); ``max_skipped``: stop the run (exit 1) once this
+    many consecutive logged outer steps had no usable outer gradient (non-finite, or every
+    task masked as non-finite, as with a far too large ``estimator.sigma``); 0 never stops."""
 
     outer_steps: int = 200
     seed: int = 0
@@ -61,6 +63,7 @@ class RunSettings:
     keep: int = 3
     log_every: int = 10
     devices: int = 1
+    max_skipped: int = 10
 
 
 SECTIONS = {
@@ -86,7 +89,7 @@ FLAT_KEYS = {
     "outer_lr": "outer.learning_rate", "self_warmup_steps": "outer.warmup_steps",
     "frozen_from": "outer.source", "clip_norm": "run.clip_norm",
     **{k: f"run.{k}" for k in ("outer_steps", "seed", "checkpoint_every", "keep", "log_every",
-                              "devices")},
+                              "devices", "max_skipped")},
 }
 
 

@@ -135,6 +135,29 @@ _all_finite = jax.jit(lambda tree: jax.numpy.all(jax.numpy.stack(
     [jax.numpy.isfinite(x).all() for x in jax.tree.leaves(tree)])))
 
 
+class SkipStreak:
+    """Stops a run that has stopped learning: :class:`TrainingError` once ``limit`` (> 0)
+    consecutive logged outer steps had no usable outer gradient, either skipped as non-finite
+    (``skipped``) or exactly zero because every task's contribution was masked as non-finite
+    (``grad_norm == 0`` with ``masked_tasks > 0``; a far too large ``estimator.sigma`` does
+    this). Only logged steps are seen (one per ``run.log_every``)."""
+
+    def __init__(self, limit: int, log_every: int):
+        self.limit, self.log_every, self.count = limit, log_every, 0
+
+    def update(self, step: int, host: dict, saved_step: int, run_dir) -> None:
+        unusable = host.get("skipped", 0.0) > 0 or (
+            host.get("grad_norm") == 0.0 and host.get("masked_tasks", 0.0) > 0)
+        self.count = self.count + 1 if unusable else 0
+        if 0 < self.limit <= self.count:
+            first = step - (self.count - 1) * self.log_every
+            raise TrainingError(
+                f"no usable outer gradient at any logged outer step from {first} to {step} "
+                f"(non-finite, or every task masked as non-finite; run.max_skipped="
+                f"{self.limit}): estimator.sigma or the inner step size is likely far too "
+                f"large; the last checkpoint is outer step {saved_step} in {run_dir}")
+
+
 def train(cfg: RunConfig, run_dir: str | pathlib.Path, *, resume: bool = False,
           progress: bool = True, stop_at: int | None = None) -> dict:
     """Run (or resume) outer training into ``run_dir``; returns a summary dict.
@@ -196,6 +219,8 @@ def _train(cfg, run_dir, resume, progress, stop_at, primary) -> dict:
     reason, signum, known = "finished", None, None
     resume_with = f"continue with: metaopt train --resume {run_dir}"
 
+    streak = SkipStreak(r.max_skipped, r.log_every)
+
     def check_finite():
         if not bool(_all_finite(state.theta)):
             raise TrainingError(f"theta became non-finite by outer step {step} (diverged: "
@@ -220,6 +245,7 @@ def _train(cfg, run_dir, resume, progress, stop_at, primary) -> dict:
                     t_log, s_log = now, step
                     if primary:
                         metrics_file.write(step, host)
+                    streak.update(step, host, saved_step, run_dir)
                     bar.set_postfix_str(f"meta_loss={host['meta_loss']:.4f}, "
                                         f"{host.get('inner_steps_per_s', 0.0):,.0f} inner steps/s")
                     last = host

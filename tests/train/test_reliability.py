@@ -199,6 +199,38 @@ def test_nonfinite_theta_stops_the_run_and_keeps_the_last_finite_checkpoint(
     assert all(np.isfinite(x).all() for x in _theta(run_dir))
 
 
+def test_skip_streak_counts_consecutive_unusable_logged_steps():
+    """Logged every 10 steps: a skipped step or an all-masked zero gradient counts, a usable
+    step (or a zero gradient with nothing masked) resets, and 3 in a row stop the run."""
+    from metaopt.train.loop import SkipStreak
+
+    bad = {"skipped": 1.0, "grad_norm": float("nan"), "masked_tasks": 0.0}
+    masked = {"skipped": 0.0, "grad_norm": 0.0, "masked_tasks": 2.0}
+    good = {"skipped": 0.0, "grad_norm": 0.3, "masked_tasks": 1.0}
+    zero = {"skipped": 0.0, "grad_norm": 0.0, "masked_tasks": 0.0}
+    streak = SkipStreak(3, 10)
+    for step, host, count in ((10, bad, 1), (20, masked, 2), (30, good, 0), (40, zero, 0),
+                              (50, masked, 1), (60, bad, 2)):
+        streak.update(step, host, 40, "run")
+        assert streak.count == count, step
+    with pytest.raises(TrainingError, match="from 50 to 70 .*max_skipped=3.*step 40 in run"):
+        streak.update(70, masked, 40, "run")
+    never = SkipStreak(0, 10)
+    for step in range(10, 1000, 10):
+        never.update(step, bad, 0, "run")  # 0 disables the check
+
+
+@pytest.mark.slow  # compiles a run
+def test_huge_sigma_masks_every_task_and_stops_the_run(tmp_path):
+    """sigma = 1e30 makes every perturbed loss non-finite, so every task is masked and the
+    outer gradient is exactly zero; with run.max_skipped=3 the run stops at outer step 3."""
+    data = CFG.to_json()
+    data["estimator"]["sigma"] = 1e30
+    data["run"].update(max_skipped=3, outer_steps=20)
+    with pytest.raises(TrainingError, match="from 1 to 3 "):
+        train(RunConfig.from_json(data), tmp_path / "r", progress=False)
+
+
 # --------------------------------------------------------------------- disk full (item 6)
 
 
@@ -300,6 +332,8 @@ BAD = {
                                    "--run-dir", str(d / "r")],
     "lr=inf": lambda d: ["train", "smoke", "outer.learning_rate=inf", "--run-dir", str(d / "r")],
     "clip_norm=nan": lambda d: ["train", "smoke", "run.clip_norm=nan", "--run-dir", str(d / "r")],
+    "max_skipped=-1": lambda d: ["train", "smoke", "run.max_skipped=-1", "--run-dir",
+                                 str(d / "r")],
     "sigma=inf": lambda d: ["train", "smoke", "estimator.sigma=inf", "--run-dir", str(d / "r")],
     "run dir is a file": _file_as_run_dir,
     "run dir under a file": _under_a_file,
