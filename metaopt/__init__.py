@@ -14,6 +14,7 @@ Public API (implementation modules are internal and may move):
 * the pure outer step -- :class:`OuterState`, :func:`outer_trainer`, and the outer optimizers
   by name -- :mod:`outer_optimizers` (adam, sgd, adamw, rmsprop, ``self``, ``frozen``);
 * data parallelism -- :mod:`distributed`;
+* learned black-box optimization (Chen et al. 2017) -- :mod:`blackbox`;
 * saved learned optimizers -- :func:`load_optimizer` (a run directory, a saved file or a
   pretrained name -> ``(lopt, theta)``), :func:`describe_optimizer` (its
   :class:`SavedOptimizer`: spec, trained step budget, validation-loss input),
@@ -24,6 +25,7 @@ The run driver (``metaopt.train``: run config, checkpoints, eval, plots) and the
 """
 
 from metaopt import (
+    blackbox,
     distributed,
     estimators,
     hypergrad,
@@ -58,6 +60,7 @@ __all__ = [
     "StepOut",
     "Task",
     "TaskFamily",
+    "blackbox",
     "describe_optimizer",
     "distributed",
     "estimators",

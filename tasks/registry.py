@@ -19,6 +19,7 @@ from metaopt.tasks.base import Task, TaskFamily
 from metaopt.tasks.cnn_family import cnn_family
 from metaopt.tasks.data.registry import load_dataset
 from metaopt.tasks.digits import cnn_classifier, mlp_classifier
+from metaopt.tasks.gp_functions import gp_functions
 from metaopt.tasks.logistic_family import logistic_family
 from metaopt.tasks.mlp_family import mlp_family
 from metaopt.tasks.nqm import nqm
@@ -81,7 +82,8 @@ for _name, _fn in {
     "sequence_family": sequence_family,
     "teacher_student": teacher_student_family,
     "mlp_regressor": mlp_regressor,  # dataset="sk_regression" (sklearn_data.py)
-    "test_function": test_function,  # 2-D rosenbrock / beale / himmelblau (testfns.py)
+    "test_function": test_function,  # rosenbrock ... branin, hartmann3/6 (testfns.py)
+    "gp_functions": gp_functions,  # GP-prior samples on [0, 1]^d (gp_functions.py)
 }.items():
     REGISTRY.register(_name, _fn)
 

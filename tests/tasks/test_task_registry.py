@@ -18,6 +18,7 @@ def test_names_and_kinds():
         "mlp_classifier": Task, "mlp_family": TaskFamily, "nqm": Task, "quadratic": TaskFamily,
         "sequence_family": TaskFamily, "teacher_student": TaskFamily, "mlp_regressor": Task,
         "test_function": Task,
+        "gp_functions": TaskFamily,
     }
 
 
