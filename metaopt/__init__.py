@@ -14,6 +14,8 @@ Public API (implementation modules are internal and may move):
 * the pure outer step -- :class:`OuterState`, :func:`outer_trainer`, and the outer optimizers
   by name -- :mod:`outer_optimizers` (adam, sgd, adamw, rmsprop, ``self``, ``frozen``);
 * data parallelism -- :mod:`distributed`;
+* the dual form of gradient descent (a GD-trained linear layer = linear attention over its
+  inputs and errors; momentum = attention with momentum) -- :mod:`dual_form`;
 * saved learned optimizers -- :func:`load_optimizer` (a run directory, a saved file or a
   pretrained name -> ``(lopt, theta)``), :func:`describe_optimizer` (its
   :class:`SavedOptimizer`: spec, trained step budget, validation-loss input),
@@ -25,6 +27,7 @@ The run driver (``metaopt.train``: run config, checkpoints, eval, plots) and the
 
 from metaopt import (
     distributed,
+    dual_form,
     estimators,
     hypergrad,
     lopt,
@@ -60,6 +63,7 @@ __all__ = [
     "TaskFamily",
     "describe_optimizer",
     "distributed",
+    "dual_form",
     "estimators",
     "hypergrad",
     "inner_problem",
