@@ -84,7 +84,18 @@ def tables(result: dict) -> str:
                                for k in ("simaou_per_layer", "simam_per_layer",
                                          "zsl_simam_per_layer")]]
          for n in names for layer in range(np.asarray(runs[n]["simam_per_layer"]).shape[1])])
-    return "\n\n".join([main, acc, layers])
+    def paired(n, a, b, from_layer=0):
+        a, b = np.asarray(runs[n][a]), np.asarray(runs[n][b])
+        if a.ndim == 2:  # per layer: average the chosen layers
+            a, b = a[:, from_layer:].mean(1), b[:, from_layer:].mean(1)
+        return common.fmt(a - b, digits=3)
+
+    diffs = common.markdown_table(
+        ["Model", "SimAOU − random SimAOU", "SimAM − ZSL SimAM (all layers)",
+         "SimAM − ZSL SimAM (layers ≥ 2)"],
+        [[n, paired(n, "simaou", "random_simaou"), paired(n, "simam", "zsl_simam"),
+          paired(n, "simam_per_layer", "zsl_simam_per_layer", 1)] for n in names])
+    return "\n\n".join([main, acc, layers, diffs])
 
 
 def main(argv=None) -> dict:
