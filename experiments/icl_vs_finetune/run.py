@@ -39,9 +39,12 @@ def run_size(size, seeds: int, steps: int, n_val: int, n_test: int, opts,
 
     def per_seed(p, key):
         k_val, k_test, k_rand, k_init = jax.random.split(key, 4)
-        val = icl.episodes(k_val, n_val)
-        acc = jax.vmap(lambda lr: problem.ft_accuracy(model, p, val, lr))(lrs)
-        lr = lrs[jnp.argmax(acc)]
+        if len(ft_lrs) > 1:  # choose the FT learning rate on validation episodes
+            val = icl.episodes(k_val, n_val)
+            acc = jax.vmap(lambda lr: problem.ft_accuracy(model, p, val, lr))(lrs)
+            lr = lrs[jnp.argmax(acc)]
+        else:
+            acc, lr = jnp.full((1,), jnp.nan), lrs[0]
         out = problem.metrics(model, p, icl.episodes(k_test, n_test), lr, k_rand)
         untrained = model.init(k_init, jnp.zeros((1, 2, icl.X_DIM + 1)))
         test = icl.episodes(k_test, n_test)  # the same episodes metrics() saw
