@@ -15,6 +15,8 @@ Public API (implementation modules are internal and may move):
   by name -- :mod:`outer_optimizers` (adam, sgd, adamw, rmsprop, ``self``, ``frozen``);
 * data parallelism -- :mod:`distributed`;
 * learned black-box optimization (Chen et al. 2017) -- :mod:`blackbox`;
+* the dual form of gradient descent (a GD-trained linear layer = linear attention over its
+  inputs and errors; momentum = attention with momentum) -- :mod:`dual_form`;
 * saved learned optimizers -- :func:`load_optimizer` (a run directory, a saved file or a
   pretrained name -> ``(lopt, theta)``), :func:`describe_optimizer` (its
   :class:`SavedOptimizer`: spec, trained step budget, validation-loss input),
@@ -27,6 +29,7 @@ The run driver (``metaopt.train``: run config, checkpoints, eval, plots) and the
 from metaopt import (
     blackbox,
     distributed,
+    dual_form,
     estimators,
     hypergrad,
     lopt,
@@ -63,6 +66,7 @@ __all__ = [
     "blackbox",
     "describe_optimizer",
     "distributed",
+    "dual_form",
     "estimators",
     "hypergrad",
     "inner_problem",
