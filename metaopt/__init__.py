@@ -20,7 +20,10 @@ Public API (implementation modules are internal and may move):
 * saved learned optimizers -- :func:`load_optimizer` (a run directory, a saved file or a
   pretrained name -> ``(lopt, theta)``), :func:`describe_optimizer` (its
   :class:`SavedOptimizer`: spec, trained step budget, validation-loss input),
-  :func:`save_optimizer`; the shipped ones in :mod:`pretrained`.
+  :func:`save_optimizer`; the shipped ones in :mod:`pretrained`;
+* metaparameters without an inner unroll -- :mod:`hypernet` (best-response hypernetworks),
+  :mod:`complexity_control` (one hypernetwork for a range of model complexities),
+  :mod:`gd_entropy` (evidence from the entropy of gradient descent).
 
 The run driver (``metaopt.train``: run config, checkpoints, eval, plots) and the command line
 (``metaopt.cli``) sit on top; nothing here imports them.
@@ -28,10 +31,13 @@ The run driver (``metaopt.train``: run config, checkpoints, eval, plots) and the
 
 from metaopt import (
     blackbox,
+    complexity_control,
     distributed,
     dual_form,
     estimators,
+    gd_entropy,
     hypergrad,
+    hypernet,
     lopt,
     outer_optimizers,
     pretrained,
@@ -81,4 +87,8 @@ __all__ = [
     "spec",
     "tasks",
     "truncation",
+    # hypernetworks, complexity control, evidence from the entropy of gradient descent
+    "complexity_control",
+    "gd_entropy",
+    "hypernet",
 ]

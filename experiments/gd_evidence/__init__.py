@@ -1,0 +1,1 @@
+"""Evidence from the entropy of gradient descent (Duvenaud, Maclaurin & Adams 2016)."""
