@@ -60,6 +60,7 @@ def _meta_train(batch_size: int, num_pairs: int, steps: int, count_compiles):
     return evaluate(theta0), evaluate(state.theta)
 
 
+@pytest.mark.slow  # default suite < 10 min on 2 cores
 def test_pes_meta_training_improves_the_mlp_learned_optimizer(count_compiles):
     before, after = _meta_train(batch_size=32, num_pairs=8, steps=30,
                                 count_compiles=count_compiles)

@@ -31,6 +31,7 @@ def report():
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # a 4-device subprocess; tests/train/test_devices.py covers devices by default
 @pytest.mark.parametrize("name", ["fo", "t1t2", "greedy", "ift", "rmd"])
 def test_four_devices_give_the_one_device_update(report, name):
     assert report["devices"] == 4

@@ -6,6 +6,7 @@ import json
 import jax
 import numpy as np
 import optax
+import pytest
 
 import metaopt
 from metaopt.cli import main
@@ -14,6 +15,7 @@ from metaopt.train import evaluate
 from metaopt.train.evaluate import ADAM_GRID, adam_grid_curves, curves
 
 
+@pytest.mark.slow  # default suite < 10 min on 2 cores; test_cli covers metaopt eval
 def test_eval_of_a_pretrained_name_writes_table_json_and_png(tmp_path, capsys):
     out = tmp_path / "ev"
     code = main(["eval", "mlp_small_digits", "--tasks", "quadratic", "--steps", "30",

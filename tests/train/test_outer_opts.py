@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import metaopt
 from metaopt import lopt as lopt_lib
@@ -50,6 +51,7 @@ def test_frozen_pretrained_optimizer_is_the_saved_learned_optimizer():
         np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.slow  # default suite < 10 min on 2 cores
 def test_pretrained_mlp_small_beats_its_untrained_start_and_sgd_on_digits():
     """The shipped quickstart optimizer: on the digits MLP (2 seeds, 120 steps) its final
     training loss is under half that of its untrained init and of SGD(0.1) (measured when it

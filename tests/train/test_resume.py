@@ -55,6 +55,7 @@ def _resume(run_dir, *overrides):
     return out
 
 
+@pytest.mark.slow  # default suite < 10 min; the SIGTERM test resumes by default
 def test_sigkill_then_resume_is_bit_identical(straight, tmp_path):
     out = subprocess.run([sys.executable, str(WORKER), "kill", str(tmp_path), "6", *OVERRIDES],
                          capture_output=True, text=True, timeout=WAIT, env=_env(), cwd=ROOT)
