@@ -1,6 +1,7 @@
 """MAML (metaopt.hypergrad.maml + rmd): exactness of the second-order meta-gradient, the
 first-order approximation, and the experiment's direction on a tiny budget."""
 
+import functools
 import json
 
 import jax
@@ -39,11 +40,12 @@ def test_second_order_maml_equals_finite_differences_and_first_order_does_not():
         for fo in (False, True):
             bl = hg.maml(sample, _mlp_loss, inner_lr=0.8, steps=3, first_order=fo)
             est = hg.rmd(bl, num_tasks=1)
-            grads[fo], _, metrics = jax.jit(est.estimate)(key, alpha, est.init(key, alpha))
+            grads[fo], _, metrics = jax.jit(est.estimate, compiler_options=common.FAST_COMPILE)(
+                key, alpha, est.init(key, alpha))
         cfg, _ = bl.init(jax.random.split(jax.random.split(key)[0], 1)[0], alpha)
         exact_bl = hg.maml(sample, _mlp_loss, inner_lr=0.8, steps=3)
 
-        @jax.jit
+        @functools.partial(jax.jit, compiler_options=common.FAST_COMPILE)
         def objective(a):
             return _mlp_loss(hg.maml_adapt(exact_bl, a, cfg), cfg["xq"], cfg["yq"])
 
