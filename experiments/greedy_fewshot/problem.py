@@ -3,7 +3,7 @@
 Digits classes are split in halves: 0-4 for meta-training, 5-9 for meta-testing. An episode
 draws ``n`` of its half's 5 classes, and per class ``shots`` support and ``queries`` query
 images (without replacement, from the first 170 images of the class). Labels are the classes'
-positions ``0..n-1``.
+positions ``0..n-1``. The pools and the episode sampler live in :mod:`metaopt.tasks.fewshot`.
 
     features f_alpha(x): conv3x3(32) -> relu -> conv3x3(32, stride 2) -> relu
                          -> conv3x3(32, stride 2) -> relu -> mean over space       [., 32]
@@ -21,12 +21,14 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from metaopt import hypergrad as hg
-from metaopt import tasks
+from metaopt.tasks.fewshot import PER_CLASS, class_pools, cross_entropy, sample_episode
 
-PER_CLASS, LR, MOMENTUM = 170, 0.1, 0.9
+__all__ = ["PER_CLASS", "Backbone", "class_pools", "episode_accuracy", "fewshot_bilevel",
+           "head_logits", "sample_episode"]
+
+LR, MOMENTUM = 0.1, 0.9
 
 
 class Backbone(nn.Module):
@@ -37,35 +39,6 @@ class Backbone(nn.Module):
         for stride in (1, 2, 2):
             x = jax.nn.relu(nn.Conv(self.channels, (3, 3), strides=(stride, stride))(x))
         return jnp.mean(x, axis=(1, 2))
-
-
-def class_pools() -> np.ndarray:
-    """``[10, PER_CLASS, 8, 8, 1]`` float32 images by class (all digits splits pooled)."""
-    data = tasks.load_digits()
-    x = np.concatenate([data.splits[s][0] for s in ("train", "valid", "test")])
-    y = np.concatenate([data.splits[s][1] for s in ("train", "valid", "test")])
-    return np.stack([x[y == c][:PER_CLASS] for c in range(10)]).astype(np.float32)
-
-
-def sample_episode(key, pools, n_way: int, shots: int, queries: int) -> dict:
-    """One episode from ``pools`` ``[5, PER_CLASS, ...]`` (one half of the classes)."""
-    k_cls, k_img = jax.random.split(key)
-    classes = jax.random.permutation(k_cls, pools.shape[0])[:n_way]
-    idx = jax.vmap(lambda k: jax.random.permutation(k, pools.shape[1])[: shots + queries])(
-        jax.random.split(k_img, n_way))
-    imgs = jax.vmap(lambda c, i: pools[c][i])(classes, idx)  # [n, shots + queries, 8, 8, 1]
-    labels = jnp.broadcast_to(jnp.arange(n_way)[:, None], (n_way, shots + queries))
-
-    def part(a, lo, hi):
-        return a[:, lo:hi].reshape(n_way * (hi - lo), *a.shape[2:])
-
-    return {"xs": part(imgs, 0, shots), "ys": part(labels, 0, shots),
-            "xq": part(imgs, shots, shots + queries), "yq": part(labels, shots, shots + queries)}
-
-
-def _ce(logits, labels):
-    logp = jax.nn.log_softmax(logits)
-    return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], axis=1))
 
 
 def head_logits(w, feats):
@@ -90,13 +63,13 @@ def fewshot_bilevel(pools, n_way: int, *, shots: int = 10, queries: int = 10, ho
         return {"ys": cfg["ys"], "yq": cfg["yq"]}
 
     def phi(w, ctx, b):
-        g = jax.grad(lambda h: _ce(head_logits(h, ctx["fs"]), b["ys"]))(w["head"])
+        g = jax.grad(lambda h: cross_entropy(head_logits(h, ctx["fs"]), b["ys"]))(w["head"])
         mom = jax.tree.map(lambda m, gi: gi + MOMENTUM * m, w["mom"], g)
         head = jax.tree.map(lambda p, m: p - LR * m, w["head"], mom)
         return {"head": head, "mom": mom}
 
     def val_loss(w, ctx, b):
-        return _ce(head_logits(w["head"], ctx["fq"]), b["yq"])
+        return cross_entropy(head_logits(w["head"], ctx["fq"]), b["yq"])
 
     bl = hg.Bilevel(init=init, batch=batch, phi=phi, val_loss=val_loss, horizon=horizon,
                     context=context, name=f"digits_{n_way}way_{shots}shot")

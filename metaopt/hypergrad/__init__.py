@@ -12,7 +12,8 @@ and is registered in :data:`metaopt.estimators.REGISTRY`:
   truncations (:class:`HypergradState`);
 * :class:`Bilevel` -- a problem written by its update map (:func:`as_problem` makes it an
   InnerProblem); :func:`shaban_toy` is the seed's quadratic toy; :func:`task_bilevel` is the
-  map view of a task trained by an optax optimizer.
+  map view of a task trained by an optax optimizer; :func:`maml` is MAML's Bilevel (the
+  initialization is ``alpha``; ``first_order=True`` for FOMAML), differentiated by :func:`rmd`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from metaopt.hypergrad.engine import HypergradState
 from metaopt.hypergrad.fo import fo
 from metaopt.hypergrad.greedy import greedy
 from metaopt.hypergrad.ift import ift
+from metaopt.hypergrad.maml import maml, maml_adapt
 from metaopt.hypergrad.rmd import rmd
 from metaopt.hypergrad.t1t2 import t1t2
 from metaopt.hypergrad.toy import shaban_exact, shaban_toy
@@ -51,6 +53,8 @@ __all__ = [
     "greedy",
     "ift",
     "make",
+    "maml",
+    "maml_adapt",
     "rmd",
     "shaban_exact",
     "shaban_toy",
