@@ -25,6 +25,12 @@ def test_short_horizon_bias_direction_on_the_exact_nqm():
     assert float(greedy_lrs[19]) < float(opt[200].lrs[19])
     assert float(greedy_losses[-1]) > 1.5 * float(opt[200].losses[-1])
 
+
+@pytest.mark.slow
+def test_parametric_schedule_direction_on_the_exact_nqm():
+    from experiments.hypergrad_common import FAST_COMPILE
+    from experiments.short_horizon_bias import nqm_part as npt
+
     # (b) the parametric schedule a_0 (1 + k/K)^-beta, momentum 0.9, tuned by its exact
     # hypergradient: tuned at 20 it has a smaller rate at step 200 and a worse loss there
     rows = npt.part_b((20, 200), steps=40, lr=0.1, compiler_options=FAST_COMPILE)
