@@ -149,29 +149,48 @@ def nqm_expected_loss(
     if lrs.ndim != 1:
         raise ValueError(f"learning_rates: must have shape [T], got shape {lrs.shape}")
     betas = jnp.broadcast_to(jnp.asarray(momentum, lrs.dtype), lrs.shape)
-    h, s2 = cfg.curvature, cfg.noise_var
 
-    def excess(carry):
-        m, _, p, _, _ = carry
-        return 0.5 * jnp.sum(h * (m * m + p))
+    def step(s, ab):
+        return nqm_moment_step(cfg, s, *ab), nqm_excess_loss(cfg, s)
 
-    def step(carry, ab):
-        # carry: E theta, E v, Var theta, Cov(theta, v), Var v; each [n].
-        m, w, p, q, r = carry
-        alpha, beta = ab
-        a11, a12, a21, a22 = 1.0 - alpha * h, -alpha * beta, h, beta
-        b1, b2 = alpha * h, -h
-        new = (
-            a11 * m + a12 * w,
-            a21 * m + a22 * w,
-            a11 * a11 * p + 2.0 * a11 * a12 * q + a12 * a12 * r + s2 * b1 * b1,
-            a11 * a21 * p + (a11 * a22 + a12 * a21) * q + a12 * a22 * r + s2 * b1 * b2,
-            a21 * a21 * p + 2.0 * a21 * a22 * q + a22 * a22 * r + s2 * b2 * b2,
-        )
-        return new, excess(carry)
-
-    zero = jnp.zeros_like(h)
-    init = (cfg.init_mean, zero, cfg.init_var, zero, zero)
-    last, losses = jax.lax.scan(step, init, (lrs, betas))
-    out = jnp.append(losses, excess(last))
+    first = nqm_moments_init(cfg)
+    last, losses = jax.lax.scan(step, first, (lrs, betas))
+    out = jnp.append(losses, nqm_excess_loss(cfg, last))
     return out + noise_floor(cfg) if include_noise else out
+
+
+class NQMMoments(NamedTuple):
+    """Per-coordinate first and second moments of ``s_t = (theta_t, v_t)``, each ``[n]``."""
+
+    mean: jax.Array  # E theta
+    mean_v: jax.Array  # E v
+    var: jax.Array  # Var theta
+    cov: jax.Array  # Cov(theta, v)
+    var_v: jax.Array  # Var v
+
+
+def nqm_moments_init(cfg: NQMConfig) -> NQMMoments:
+    """The moments at ``t = 0``: ``theta_0 ~ N(init_mean, init_var)``, ``v_0 = 0``."""
+    zero = jnp.zeros_like(cfg.curvature)
+    return NQMMoments(cfg.init_mean, zero, cfg.init_var, zero, zero)
+
+
+def nqm_moment_step(cfg: NQMConfig, s: NQMMoments, alpha, beta=0.0) -> NQMMoments:
+    """One exact step ``mu' = A mu``, ``P' = A P A^T + sigma^2 b b^T`` (module docstring) of
+    heavy-ball momentum ``beta`` with rate ``alpha`` (scalars or ``[n]``)."""
+    h, s2 = cfg.curvature, cfg.noise_var
+    m, w, p, q, r = s
+    a11, a12, a21, a22 = 1.0 - alpha * h, -alpha * beta, h, beta
+    b1, b2 = alpha * h, -h
+    return NQMMoments(
+        a11 * m + a12 * w,
+        a21 * m + a22 * w,
+        a11 * a11 * p + 2.0 * a11 * a12 * q + a12 * a12 * r + s2 * b1 * b1,
+        a11 * a21 * p + (a11 * a22 + a12 * a21) * q + a12 * a22 * r + s2 * b1 * b2,
+        a21 * a21 * p + 2.0 * a21 * a22 * q + a22 * a22 * r + s2 * b2 * b2,
+    )
+
+
+def nqm_excess_loss(cfg: NQMConfig, s: NQMMoments) -> jax.Array:
+    """``E[L(theta)] - noise floor = 1/2 sum_i h_i (E[theta_i]^2 + Var[theta_i])`` (scalar)."""
+    return 0.5 * jnp.sum(cfg.curvature * (s.mean * s.mean + s.var))

@@ -125,3 +125,22 @@ def get(schedule: str | Schedule | None, **kwargs) -> Schedule:
         raise ValueError(f"schedule: unknown schedule {schedule!r}; allowed values are "
                          f"{list(SCHEDULES)} or a metaopt.lopt.schedules.Schedule")
     return _BUILDERS[schedule](**kwargs)
+
+
+def rate(schedule: str | Schedule | None, **kwargs) -> Callable[[dict, jax.Array, jax.Array],
+                                                                jax.Array]:
+    """``rate(theta, k, T) = exp(theta["log_lr"]) * factor(theta, k, T)``: the step-``k`` rate
+    the optimizers of :mod:`.hparam` use, as a function (e.g. for an exact model of training)."""
+    sched = get(schedule, **kwargs)
+
+    def fn(theta: dict, k: jax.Array, t: jax.Array) -> jax.Array:
+        return jnp.exp(theta["log_lr"]) * sched.factor(theta, k, t)
+
+    return fn
+
+
+def rates(theta: dict, schedule: str | Schedule | None, num_steps: int, **kwargs) -> jax.Array:
+    """The rates ``a_k``, ``k = 0 .. num_steps - 1``, shape ``[num_steps]`` (float32)."""
+    fn = rate(schedule, **kwargs)
+    t = jnp.asarray(num_steps, jnp.float32)
+    return jax.vmap(lambda k: fn(theta, k, t))(jnp.arange(num_steps, dtype=jnp.float32))
