@@ -41,7 +41,8 @@ import time
 
 ESTIMATORS = ("pes", "tbptt")
 #: Estimator variants: name -> (registry name, options). ``tbptt_*`` are its remat policies
-#: (``tbptt_per_task_none`` is the estimator before shared-theta reverse passes and remat).
+#: and reverse-pass structures (``tbptt`` / ``tbptt_per_task_none``: the default, per-task
+#: gradients without remat; the others take the reverse pass w.r.t. the shared theta).
 VARIANTS = {
     "pes": ("pes", {}),
     "pes_r1": ("pes", {"rank": 1}),
@@ -51,10 +52,10 @@ VARIANTS = {
     "nres_r1": ("nres", {"rank": 1}),
     "truncated_es": ("truncated_es", {}),
     "tbptt": ("tbptt", {}),
-    "tbptt_none": ("tbptt", {"remat": "none"}),
-    "tbptt_step": ("tbptt", {"remat": "step"}),
-    "tbptt_step_dots": ("tbptt", {"remat": "step_dots"}),
-    "tbptt_block10": ("tbptt", {"remat": "block", "block": 10}),
+    "tbptt_none": ("tbptt", {"remat": "none", "shared_theta": True}),
+    "tbptt_step": ("tbptt", {"remat": "step", "shared_theta": True}),
+    "tbptt_step_dots": ("tbptt", {"remat": "step_dots", "shared_theta": True}),
+    "tbptt_block10": ("tbptt", {"remat": "block", "block": 10, "shared_theta": True}),
     "tbptt_per_task_none": ("tbptt", {"remat": "none", "shared_theta": False}),
     "tbptt_per_task_step": ("tbptt", {"remat": "step", "shared_theta": False}),
 }

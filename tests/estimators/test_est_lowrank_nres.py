@@ -222,8 +222,9 @@ def test_nres_reuses_its_noise_and_accumulates_only_across_a_reset():
 
 
 @pytest.mark.parametrize("remat,shared", [
-    ("step", False),
-    *(pytest.param(r, True, marks=pytest.mark.slow) for r in ("none", "step_dots", "block")),
+    ("step", True),
+    *(pytest.param(r, s, marks=pytest.mark.slow)
+      for r, s in (("none", True), ("step_dots", True), ("block", True), ("step", False))),
 ])
 def test_tbptt_remat_and_shared_theta_give_the_per_task_gradient(remat, shared):
     """Every remat policy and the shared-theta reverse pass give the earlier estimator's
