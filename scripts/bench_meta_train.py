@@ -8,7 +8,8 @@ Adam (lr 1e-3, clip 1). One outer step is one jitted call: the whole truncation 
 one compiled ``lax.scan`` with minibatches sampled in jit.
 
 Throughput is ``tasks x inner steps per outer step / seconds per outer step`` after compile
-(best of ``--repeats``); PES counts each antithetic pair once (it runs ``2 x 16`` inner tasks).
+(best of ``--repeats`` rounds, the estimators timed in turn within each round); PES counts each
+antithetic pair once (it runs ``2 x 16`` inner tasks).
 Devices (``--devices``, default 0): on a CPU-only machine, one CPU device per core with the
 tasks split over them (``metaopt.distributed``, the data-parallel step of ``metaopt train``):
 XLA:CPU runs one device's small batched operations mostly on one core, so this is what uses a
@@ -21,7 +22,11 @@ accelerator also its allocator's peak, ``*_device_peak_mb_*`` in the JSON): PES 
 only the current truncation, so it should not grow with the horizon.
 
 Usage: ``python scripts/bench.py meta-train [--tasks 16] [--unroll 50] [--skip-memory]
-[--lopt mlp_small] [--estimators pes] [--devices 1]``.
+[--lopt mlp_small] [--estimators pes,pes_r1,nres,tbptt_step] [--devices 1]
+[--schedule log_uniform]``. ``--estimators`` takes the variants of :data:`VARIANTS` (low-rank
+PES ``pes_r1``..., NRES, TBPTT's remat policies ``tbptt_none``, ``tbptt_step``...).
+``--schedule log_uniform`` draws episode lengths log-uniformly on ``[--min-length,
+--max-length]`` (the memory runs then still use ``--horizon`` 1,000 / 10,000 as constants).
 """
 
 from __future__ import annotations
@@ -35,6 +40,25 @@ import sys
 import time
 
 ESTIMATORS = ("pes", "tbptt")
+#: Estimator variants: name -> (registry name, options). ``tbptt_*`` are its remat policies
+#: and reverse-pass structures (``tbptt`` / ``tbptt_per_task_none``: the default, per-task
+#: gradients without remat; the others take the reverse pass w.r.t. the shared theta).
+VARIANTS = {
+    "pes": ("pes", {}),
+    "pes_r1": ("pes", {"rank": 1}),
+    "pes_r2": ("pes", {"rank": 2}),
+    "pes_r4": ("pes", {"rank": 4}),
+    "nres": ("nres", {}),
+    "nres_r1": ("nres", {"rank": 1}),
+    "truncated_es": ("truncated_es", {}),
+    "tbptt": ("tbptt", {}),
+    "tbptt_none": ("tbptt", {"remat": "none", "shared_theta": True}),
+    "tbptt_step": ("tbptt", {"remat": "step", "shared_theta": True}),
+    "tbptt_step_dots": ("tbptt", {"remat": "step_dots", "shared_theta": True}),
+    "tbptt_block10": ("tbptt", {"remat": "block", "block": 10, "shared_theta": True}),
+    "tbptt_per_task_none": ("tbptt", {"remat": "none", "shared_theta": False}),
+    "tbptt_per_task_step": ("tbptt", {"remat": "step", "shared_theta": False}),
+}
 MEMORY_HORIZONS = (1000, 10000)
 
 
@@ -48,16 +72,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inner", type=int, default=2, help="outer steps per timing repeat")
     parser.add_argument("--memory-steps", type=int, default=2, help="outer steps per memory run")
     parser.add_argument("--skip-memory", action="store_true", help="skip the memory processes")
+    parser.add_argument("--memory-estimators", default=None,
+                        help="comma-separated subset of --estimators to measure memory for "
+                             "(default: all)")
     parser.add_argument("--meta-loss", default="valid", choices=("valid", "train"),
                         help="meta-loss: mean validation (default) or training loss")
     parser.add_argument("--lopt", default="mlp",
                         help="learned optimizer (metaopt.lopt registry name; mlp = 2 x 32)")
     parser.add_argument("--estimators", default=",".join(ESTIMATORS),
-                        help="comma-separated subset of " + ",".join(ESTIMATORS))
+                        help="comma-separated subset of " + ",".join(VARIANTS))
+    add_schedule_arguments(parser)
     parser.add_argument("--devices", type=int, default=0,
                         help="devices the tasks are split over (0: one per CPU core, as many "
                              "as divide --tasks, on a CPU-only machine, else every "
                              "accelerator; 1: one device)")
+
+
+def add_schedule_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--schedule", default="constant", choices=("constant", "log_uniform"),
+                        help="episode lengths: constant --horizon, or log-uniform on "
+                             "[--min-length, --max-length] (LO's benchmark: 100-10,000)")
+    parser.add_argument("--min-length", type=int, default=100, help="log_uniform: shortest")
+    parser.add_argument("--max-length", type=int, default=10000, help="log_uniform: longest")
+
+
+def schedule_of(args, horizon: int):
+    from metaopt.inner import truncation
+
+    if getattr(args, "schedule", "constant") == "log_uniform":
+        return truncation.log_uniform(args.min_length, args.max_length)
+    return truncation.constant(horizon)
 
 
 def setup_devices(args) -> int:
@@ -86,21 +130,23 @@ def build(estimator: str, args, horizon: int, num_devices: int = 1):
     import optax
 
     from metaopt import distributed, estimators, lopt, tasks
-    from metaopt.inner import inner_problem, truncation
+    from metaopt.inner import inner_problem
     from metaopt.outer import outer_trainer
 
     task = tasks.mlp_classifier(hidden=(32,), batch_size=args.batch_size)
     learned = lopt.mlp_lopt(hidden=(32, 32)) if args.lopt == "mlp" else lopt.make(args.lopt)
-    problem = inner_problem(task, learned.optimizer, schedule=truncation.constant(horizon),
+    problem = inner_problem(task, learned.optimizer, schedule=schedule_of(args, horizon),
                             valid=args.meta_loss != "train")
+    registered, options = VARIANTS[estimator]
+    lr = getattr(args, "lr", 1e-3)
 
     def trainer(num_tasks, axis_name=None):
         kwargs = dict(num_tasks=num_tasks, unroll_length=args.unroll, stagger="even",
-                      meta_loss=args.meta_loss, axis_name=axis_name)
-        if estimator == "pes":
+                      meta_loss=args.meta_loss, axis_name=axis_name, **options)
+        if registered != "tbptt":
             kwargs["sigma"] = args.sigma
-        est = estimators.make(estimator, problem, **kwargs)
-        return outer_trainer(est, optax.adam(1e-3), clip_norm=1.0, axis_name=axis_name)
+        est = estimators.make(registered, problem, **kwargs)
+        return outer_trainer(est, optax.adam(lr), clip_norm=1.0, axis_name=axis_name)
 
     whole = trainer(args.tasks)
     state = jax.jit(whole.init)(jax.random.PRNGKey(0), learned.init(jax.random.PRNGKey(1)))
@@ -110,9 +156,10 @@ def build(estimator: str, args, horizon: int, num_devices: int = 1):
     return distributed.data_parallel(local.step, state, num_devices, donate=True)
 
 
-def throughput(estimator: str, args) -> dict:
+def compiled(estimator: str, args):
+    """``(one, compile_s, metrics)``: ``one()`` runs one outer step of ``estimator`` (compiled
+    by the first call, timed here)."""
     import jax
-    from benchutil import best_rate
 
     step, state = build(estimator, args, args.horizon, args.num_devices)
     holder = {"state": state, "key": jax.random.PRNGKey(2)}
@@ -124,11 +171,27 @@ def throughput(estimator: str, args) -> dict:
 
     t0 = time.perf_counter()
     metrics = jax.block_until_ready(one())  # compile + first step
-    compile_s = time.perf_counter() - t0
-    units = args.tasks * args.unroll
-    rate = best_rate(one, units=units, repeats=args.repeats, inner=args.inner)
-    return {"task_steps_per_s": rate, "s_per_outer_step": units / rate,
-            "compile_s": compile_s, "meta_loss": float(metrics["meta_loss"])}
+    return one, time.perf_counter() - t0, metrics
+
+
+def throughputs(names: list[str], args) -> dict:
+    """Task-steps/s of each estimator: all compiled first, then ``--repeats`` rounds timing
+    each in turn (``--inner`` outer steps), the best round kept -- interleaved, so that a
+    shared machine's load drifts over all of them alike."""
+    import jax
+
+    runs = {n: compiled(n, args) for n in names}
+    units = args.inner * args.tasks * args.unroll
+    best = dict.fromkeys(names, 0.0)
+    for _ in range(args.repeats):
+        for name, (one, _, _) in runs.items():
+            t0 = time.perf_counter()
+            for _ in range(args.inner):
+                jax.block_until_ready(one())
+            best[name] = max(best[name], units / (time.perf_counter() - t0))
+    return {n: {"task_steps_per_s": best[n], "s_per_outer_step": args.tasks * args.unroll
+                / best[n], "compile_s": runs[n][1], "meta_loss": float(runs[n][2]["meta_loss"])}
+            for n in names}
 
 
 def peak_memory_mb(estimator: str, horizon: int, args) -> dict:
@@ -144,6 +207,7 @@ def _worker(estimator: str, horizon: int, raw: str) -> None:
     import jax
 
     args = argparse.Namespace(**json.loads(raw))
+    args.schedule = "constant"  # the memory runs: constant episodes of ``horizon`` steps
     step, state = build(estimator, args, horizon, setup_devices(args))
     for key in jax.random.split(jax.random.PRNGKey(2), args.memory_steps):
         state, metrics = step(key, state)
@@ -160,19 +224,21 @@ def run(args) -> dict:
     from benchutil import print_table
 
     names = [n for n in args.estimators.split(",") if n]
-    unknown = [n for n in names if n not in ESTIMATORS]
+    unknown = [n for n in names if n not in VARIANTS]
     if unknown:
-        raise ValueError(f"estimators: unknown {unknown}; allowed values are {list(ESTIMATORS)}")
+        raise ValueError(f"estimators: unknown {unknown}; allowed values are {list(VARIANTS)}")
     import jax
 
     args.num_devices = setup_devices(args)
     platform = jax.devices()[0].platform
     result, rows = {"devices": args.num_devices, "platform": platform}, []
+    rates = throughputs(names, args)
     for name in names:
-        t = throughput(name, args)
+        t = rates[name]
         result[f"{name}_task_steps_per_s"] = round(t["task_steps_per_s"], 1)
         mem = {}
-        if not args.skip_memory:
+        measured = names if args.memory_estimators is None else args.memory_estimators.split(",")
+        if not args.skip_memory and name in measured:
             for h in MEMORY_HORIZONS:
                 peaks = peak_memory_mb(name, h, args)
                 mem[h] = round(peaks["peak_mb"], 1)
@@ -183,7 +249,9 @@ def run(args) -> dict:
                      f"{t['compile_s']:.1f}", f"{t['meta_loss']:.3f}",
                      *(mem.get(h, "-") for h in MEMORY_HORIZONS)))
     print(f"meta-train: lopt {args.lopt} on digits MLP 64-32-10, batch {args.batch_size}, "
-          f"{args.tasks} tasks, truncation {args.unroll}, horizon {args.horizon}, "
+          f"{args.tasks} tasks, truncation {args.unroll}, episodes "
+          f"{schedule_of(args, args.horizon).name} (horizon {args.horizon}, log-uniform "
+          f"{args.min_length}-{args.max_length}), "
           f"meta-loss {args.meta_loss}, {args.num_devices} {platform} device(s)")
     print_table(rows, ("estimator", "task-steps/s", "s/outer step", "compile s", "meta-loss",
                        *(f"peak MB h={h}" for h in MEMORY_HORIZONS)))

@@ -44,6 +44,7 @@ def test_every_resolved_spec_survives_json(concept):
                               "truncated_es": {"sigma": 0.1, "unroll_length": 3,
                                                "num_tasks": 2},
                               "tbptt": {"unroll_length": 3, "num_tasks": 2},
+                              "nres": {"sigma": 0.1, "unroll_length": 3, "num_tasks": 2},
                               "full_backprop": {"num_tasks": 2},
                               "greedy": {"gamma": 0.9}}}.get(concept, {})
     for name in reg.names():

@@ -5,6 +5,8 @@
 * :func:`antithetic_es` -- antithetic ES over whole episodes (smoothed, unbiased);
 * :func:`truncated_es` -- antithetic ES over truncations, state carried (biased);
 * :func:`pes` -- persistent ES (Vicol et al. 2021), unbiased over truncations, reset-aware;
+* :func:`noise_reuse_es` -- NRES (Li et al. 2023): one perturbation per episode, reset-aware;
+* ``rank=r`` on the ES family: low-rank perturbations of 2-D leaves (:mod:`.lowrank_noise`);
 * the hypergradients of :mod:`metaopt.hypergrad` -- ``fo``, ``t1t2``, ``greedy``, ``ift``,
   ``rmd`` -- on the same inner problems;
 * :func:`mixture` -- a weighted mixture of task families, one estimator each.
@@ -19,6 +21,7 @@ from metaopt.estimators.backprop import full_backprop
 from metaopt.estimators.base import META_LOSSES, Estimator, NoState
 from metaopt.estimators.es import TruncatedESState, antithetic_es, truncated_es
 from metaopt.estimators.mixture import mixture
+from metaopt.estimators.noise_reuse_es import NRESState, noise_reuse_es
 from metaopt.estimators.persistent_es import PESState, pes, pes_particle_grads
 from metaopt.estimators.tbptt import TBPTTState, truncated_backprop
 from metaopt.spec import Registry
@@ -30,6 +33,7 @@ for _name, _fn in {
     "es": antithetic_es,
     "truncated_es": truncated_es,
     "pes": pes,
+    "nres": noise_reuse_es,
 }.items():
     REGISTRY.register(_name, _fn)
 
@@ -53,6 +57,7 @@ __all__ = [
     "META_LOSSES",
     "REGISTRY",
     "Estimator",
+    "NRESState",
     "NoState",
     "PESState",
     "TBPTTState",
@@ -62,6 +67,7 @@ __all__ = [
     "make",
     "mixture",
     "names",
+    "noise_reuse_es",
     "pes",
     "pes_particle_grads",
     "truncated_backprop",

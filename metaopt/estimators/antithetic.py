@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from metaopt.estimators import base
+from metaopt.estimators import base, lowrank_noise
 from metaopt.inner import InnerProblem, InnerState, StepOut
 
 PyTree = Any
@@ -51,10 +51,19 @@ def check_args(problem, num_tasks, sigma, meta_loss, axis_name):
     return problem, num_tasks, sigma, meta_loss, base.check_axis_name(axis_name)
 
 
-def perturbations(key, theta, num_pairs: int, sigma: float, axis_name: str | None) -> PyTree:
-    """``eps_i ~ N(0, sigma^2 I)`` per pair, ``[B, ...]`` like ``theta`` (see ``per_task``)."""
+def perturbations(key, theta, num_pairs: int, sigma: float, axis_name: str | None,
+                  rank: int | None = None) -> PyTree:
+    """``eps_i ~ N(0, sigma^2 I)`` per pair, ``[B, ...]`` like ``theta`` (see ``per_task``);
+    with ``rank``, low-rank noise on 2-D leaves (a :class:`.lowrank_noise.LowRankNoise`)."""
+    if rank is not None:
+        return lowrank_noise.perturbations(key, theta, num_pairs, sigma, rank, axis_name)
     draw = lambda k, n: base.gaussian_like(k, theta, n, sigma)
     return base.per_task(draw, key, num_pairs, axis_name)
+
+
+def dense(eps: PyTree) -> PyTree:
+    """The perturbations ``[B, ...]`` like theta (materialized low-rank ones)."""
+    return eps.dense if isinstance(eps, lowrank_noise.LowRankNoise) else eps
 
 
 def perturbed(theta: PyTree, eps: PyTree) -> PyTree:
@@ -62,6 +71,14 @@ def perturbed(theta: PyTree, eps: PyTree) -> PyTree:
     plus = jax.tree.map(lambda t, e: jnp.broadcast_to(t, e.shape) + e, theta, eps)
     minus = jax.tree.map(lambda t, e: jnp.broadcast_to(t, e.shape) - e, theta, eps)
     return base.concat_pairs(plus, minus)
+
+
+def perturbed_axes(theta: PyTree, eps: PyTree) -> tuple[PyTree, PyTree]:
+    """``(thetas [2B], vmap in_axes)``: :func:`perturbed` (``in_axes`` 0) for dense ``eps``,
+    factored thetas around the shared weights for low-rank ones."""
+    if isinstance(eps, lowrank_noise.LowRankNoise):
+        return lowrank_noise.perturbed(theta, eps)
+    return perturbed(theta, eps), True
 
 
 def pair_mask(out_pos: StepOut, out_neg: StepOut, v_pos: jax.Array, v_neg: jax.Array):
@@ -101,12 +118,14 @@ def pair_unroll(
     """Unroll the ``B`` pairs ``num_steps`` steps; returns the new halves and a :class:`PairOut`.
 
     Pair ``i`` unrolls with key ``split(key, B)[i]`` (per device block with ``axis_name``).
+    ``eps``: dense perturbations ``[B, ...]`` or a :class:`.lowrank_noise.LowRankNoise`.
     """
-    num_pairs = jax.tree.leaves(eps)[0].shape[0]
+    num_pairs = jax.tree.leaves(dense(eps))[0].shape[0]
     keys = base.split_keys(key, num_pairs, axis_name)
+    thetas, axes = perturbed_axes(theta, eps)
     states, out = problem.unroll_batch(
-        jnp.concatenate([keys, keys]), perturbed(theta, eps), base.concat_pairs(pos, neg),
-        num_steps, theta_batched=True,
+        jnp.concatenate([keys, keys]), thetas, base.concat_pairs(pos, neg),
+        num_steps, theta_batched=axes,
     )
     new_pos, new_neg = base.split_pairs(states, num_pairs)
     out_pos, out_neg = base.split_pairs(out, num_pairs)

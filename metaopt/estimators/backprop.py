@@ -53,6 +53,8 @@ def chunked_unroll(
     chunk: int | None,
     ctx: PyTree | None = None,
     last_only: bool = False,
+    theta_batched: bool | None = None,
+    remat=None,
 ) -> tuple[InnerState, StepOut]:
     """``unroll_batch`` (theta batched ``[B, ...]``) as ``num_steps / chunk`` remat'ed chunks.
 
@@ -62,13 +64,16 @@ def chunked_unroll(
     (the ``"last"`` meta-loss, no remat): the last step is peeled off the scan and the earlier
     steps' reported losses are constants (``stop_gradient``), so reverse mode neither stores
     nor differentiates every step's validation pass, only the last one's (same estimate).
+    ``theta_batched``: override (default: batched iff ``ctx is None``); ``False`` runs every
+    task with the one shared ``thetas``. ``remat``: a per-step ``jax.checkpoint`` policy
+    (``scan_batch``'s), for the unchunked unroll.
     """
+    batched = ctx is None if theta_batched is None else theta_batched
     if last_only and chunk is None:
-        return _unroll_last_only(problem, keys, thetas, states, num_steps, ctx)
-    batched = ctx is None
+        return _unroll_last_only(problem, keys, thetas, states, num_steps, ctx, batched, remat)
     if chunk is None:
         states, _, outs = problem.scan_batch(batch_keys(keys, num_steps), thetas, states, ctx,
-                                             theta_batched=batched)
+                                             theta_batched=batched, remat=remat)
         return states, jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), outs)
     num_chunks = num_steps // chunk
     chunk_keys = jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, num_chunks))(keys), 0, 1)
@@ -87,12 +92,11 @@ def chunked_unroll(
     )
 
 
-def _unroll_last_only(problem, keys, thetas, states, num_steps, ctx):
+def _unroll_last_only(problem, keys, thetas, states, num_steps, ctx, batched, remat=None):
     """The last step peeled off the scan (see :func:`chunked_unroll`)."""
-    batched = ctx is None
     step_keys = batch_keys(keys, num_steps)  # [n, B, 4]
     states, ctx, outs = problem.scan_batch(step_keys[:-1], thetas, states, ctx,
-                                           theta_batched=batched)
+                                           theta_batched=batched, remat=remat)
     outs = jax.lax.stop_gradient(outs)
     c_axis = 0 if (problem.context is not None or batched) else None
     new, last = jax.vmap(problem.phi, (0, c_axis, 0))(step_keys[-1], ctx, states)

@@ -56,7 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metaopt.inner import InnerProblem, StepOut, truncation
-from metaopt.inner.core import tree_where  # noqa: F401  (re-exported: estimators use base.tree_where)
+from metaopt.inner.core import theta_axes, tree_where  # noqa: F401  (re-exported for estimators)
 
 PyTree = Any
 META_LOSSES = ("train", "valid", "last", "log_train")

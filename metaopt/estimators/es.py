@@ -31,7 +31,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from metaopt.estimators import antithetic, base
+from metaopt.estimators import antithetic, base, lowrank_noise
 from metaopt.inner import InnerProblem, InnerState
 
 
@@ -45,7 +45,7 @@ def _es_grad(po: antithetic.PairOut, mask, weights, eps, sigma: float, axis_name
     """``mean_i eps_i (F+_i - F-_i) / (2 sigma^2)`` with ``F = sum_t w_t v_t`` over ``mask``."""
     diff = base.weighted(po.pos - po.neg, weights, mask)  # [B]
     coef = diff / (2.0 * sigma**2)
-    return base.task_mean(base.scale_rows(coef, eps), axis_name)
+    return base.task_mean(base.scale_rows(coef, antithetic.dense(eps)), axis_name)
 
 
 def antithetic_es(
@@ -56,6 +56,7 @@ def antithetic_es(
     horizon: int | None = None,
     meta_loss: str = "valid",
     axis_name: str | None = None,
+    rank: int | None = None,
 ) -> base.Estimator:
     """Antithetic ES over full episodes of ``horizon`` steps on ``num_tasks`` fresh pairs.
 
@@ -68,10 +69,13 @@ def antithetic_es(
       meta_loss: ``"train"``, ``"valid"`` or ``"last"`` (see :mod:`metaopt.estimators.base`).
       axis_name: the mapped device axis the task batch is split over, or ``None``
         (data parallelism: see :mod:`metaopt.estimators.base`).
+      rank: ``r`` for low-rank perturbations of the 2-D leaves (:mod:`.lowrank_noise`);
+        ``None``: full-rank Gaussian noise.
     """
     problem, num_tasks, sigma, meta_loss, axis_name = antithetic.check_args(
         problem, num_tasks, sigma, meta_loss, axis_name
     )
+    rank = lowrank_noise.check_rank(rank)
     horizon = base.check_positive_int(
         "horizon", problem.schedule.max_length if horizon is None else horizon
     )
@@ -83,10 +87,11 @@ def antithetic_es(
 
     def estimate(key, theta, state):
         k_eps, k_init, k_unroll = jax.random.split(key, 3)
-        eps = antithetic.perturbations(k_eps, theta, num_tasks, sigma, axis_name)
+        eps = antithetic.perturbations(k_eps, theta, num_tasks, sigma, axis_name, rank)
         init_keys = base.split_keys(k_init, num_tasks, axis_name)
-        thetas = antithetic.perturbed(theta, eps)
-        start = jax.vmap(problem.init)(jnp.concatenate([init_keys, init_keys]), thetas)
+        thetas, axes = antithetic.perturbed_axes(theta, eps)
+        start = jax.vmap(problem.init, (0, base.theta_axes(axes)))(
+            jnp.concatenate([init_keys, init_keys]), thetas)
         pos, neg = base.split_pairs(start, num_tasks)
         _, _, po = antithetic.pair_unroll(problem, k_unroll, theta, eps, pos, neg, horizon,
                                           meta_loss, axis_name)
@@ -106,6 +111,7 @@ def truncated_es(
     meta_loss: str = "valid",
     stagger: str = "even",
     axis_name: str | None = None,
+    rank: int | None = None,
 ) -> base.Estimator:
     """Antithetic ES over truncations of ``unroll_length`` steps, state carried (biased).
 
@@ -118,10 +124,13 @@ def truncated_es(
       stagger: first-episode offsets, one of ``metaopt.inner.truncation.STAGGERS``.
       axis_name: the mapped device axis the task batch is split over, or ``None``
         (data parallelism: see :mod:`metaopt.estimators.base`).
+      rank: ``r`` for low-rank perturbations of the 2-D leaves (:mod:`.lowrank_noise`);
+        ``None``: full-rank Gaussian noise.
     """
     problem, num_tasks, sigma, meta_loss, axis_name = antithetic.check_args(
         problem, num_tasks, sigma, meta_loss, axis_name
     )
+    rank = lowrank_noise.check_rank(rank)
     unroll_length = base.check_positive_int("unroll_length", unroll_length)
     stagger = base.check_stagger(stagger)
     weights = base.step_weights(meta_loss, unroll_length)
@@ -132,7 +141,7 @@ def truncated_es(
 
     def estimate(key, theta, state):
         k_eps, k_unroll = jax.random.split(key)
-        eps = antithetic.perturbations(k_eps, theta, num_tasks, sigma, axis_name)
+        eps = antithetic.perturbations(k_eps, theta, num_tasks, sigma, axis_name, rank)
         pos, _, po = antithetic.pair_unroll(problem, k_unroll, theta, eps, state.inner,
                                             state.inner, unroll_length, meta_loss, axis_name)
         grad = _es_grad(po, po.valid, weights, eps, sigma, axis_name)

@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from metaopt.estimators import antithetic, base
+from metaopt.estimators import antithetic, base, lowrank_noise
 from metaopt.inner import InnerProblem, InnerState
 
 PyTree = Any
@@ -76,11 +76,18 @@ def pes_particle_grads(
       ``(g [B, ...], xi_new [B, ...])``: each particle's gradient estimate (average over ``B``
       for the PES gradient) and the accumulator for the next truncation.
     """
+    acc = jax.tree.map(lambda x, e: x + e, xi, eps)
+    return split_particle_grads(diff, weights, valid, done, acc, eps, sigma)
+
+
+def split_particle_grads(diff, weights, valid, done, acc, eps, sigma: float):
+    """:func:`pes_particle_grads` given the accumulated perturbation ``acc`` of the episode
+    running at the truncation's start (this truncation's ``eps`` included): steps up to the
+    first reset weigh ``acc``, later ones ``eps``; returns ``(g, acc or eps after a reset)``."""
     before = base.first_episode(done)  # steps of the episode that was running at the start
     pre = base.weighted(diff, weights, valid & before)  # [B]
     post = base.weighted(diff, weights, valid & ~before)  # [B]
     reset = jnp.any(done, axis=1)  # [B]
-    acc = jax.tree.map(lambda x, e: x + e, xi, eps)
     scale = 1.0 / (2.0 * sigma**2)
     g = jax.tree.map(lambda a, e: a + e, base.scale_rows(pre * scale, acc),
                      base.scale_rows(post * scale, eps))
@@ -96,6 +103,7 @@ def pes(
     meta_loss: str = "valid",
     stagger: str = "even",
     axis_name: str | None = None,
+    rank: int | None = None,
 ) -> base.Estimator:
     """PES over truncations of ``unroll_length`` steps with ``num_tasks`` antithetic particles.
 
@@ -108,6 +116,8 @@ def pes(
       stagger: first-episode offsets, one of ``metaopt.inner.truncation.STAGGERS``.
       axis_name: the mapped device axis the task batch is split over, or ``None``
         (data parallelism: see :mod:`metaopt.estimators.base`).
+      rank: ``r`` for low-rank perturbations of the 2-D leaves (:mod:`.lowrank_noise`;
+        ``xi`` stays exact: the materialized low-rank terms are summed); ``None``: full rank.
 
     Returns:
       An :class:`~metaopt.estimators.base.Estimator` with state :class:`PESState`.
@@ -117,6 +127,7 @@ def pes(
     )
     unroll_length = base.check_positive_int("unroll_length", unroll_length)
     stagger = base.check_stagger(stagger)
+    rank = lowrank_noise.check_rank(rank)
     weights = base.step_weights(meta_loss, unroll_length)
 
     def init(key, theta):
@@ -127,11 +138,11 @@ def pes(
 
     def estimate(key, theta, state):
         k_eps, k_unroll = jax.random.split(key)
-        eps = antithetic.perturbations(k_eps, theta, num_tasks, sigma, axis_name)
+        eps = antithetic.perturbations(k_eps, theta, num_tasks, sigma, axis_name, rank)
         pos, neg, po = antithetic.pair_unroll(problem, k_unroll, theta, eps, state.pos,
                                               state.neg, unroll_length, meta_loss, axis_name)
-        g, xi = pes_particle_grads(po.pos - po.neg, weights, po.valid, po.done, state.xi, eps,
-                                   sigma)
+        g, xi = pes_particle_grads(po.pos - po.neg, weights, po.valid, po.done, state.xi,
+                                   antithetic.dense(eps), sigma)
         grad = base.task_mean(g, axis_name)
         neg = antithetic.resync_pairs(po.desync, pos, neg)
         xi = base.tree_where(po.desync, jax.tree.map(jnp.zeros_like, xi), xi)

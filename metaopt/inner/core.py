@@ -97,6 +97,15 @@ def tree_where(pred: jax.Array, on_true: PyTree, on_false: PyTree) -> PyTree:
     return jax.tree.map(pick, on_true, on_false)
 
 
+def theta_axes(theta_batched) -> Any:
+    """``vmap`` ``in_axes`` of theta: ``theta_batched`` is ``False`` (shared: ``None``),
+    ``True`` (every leaf has a leading task axis: ``0``) or itself an ``in_axes`` tree (e.g.
+    :func:`metaopt.lowrank.in_axes`: per-task factors around a shared weight)."""
+    if isinstance(theta_batched, bool):
+        return 0 if theta_batched else None
+    return theta_batched
+
+
 def step_keys(key: jax.Array) -> jax.Array:
     """A step's keys ``[4]``: ``key`` itself, then its training-batch, validation-batch and
     reset keys ``split(key, 3)``."""
@@ -154,7 +163,7 @@ def assemble(
 
     def init_batch(key, theta, num_tasks: int, stagger: str = "none", theta_batched=False):
         k_tasks, k_stagger = jax.random.split(key)
-        states = jax.vmap(init, (0, 0 if theta_batched else None))(
+        states = jax.vmap(init, (0, theta_axes(theta_batched)))(
             jax.random.split(k_tasks, num_tasks), theta)
         offsets = trunc.start_offsets(k_stagger, states.length, stagger)
         return states._replace(iteration=offsets)
@@ -163,14 +172,14 @@ def assemble(
         """Per-task contexts ``[B, ...]`` (``theta`` itself when there is no context)."""
         if context is None:
             return theta
-        return jax.vmap(context, (0 if theta_batched else None, 0))(theta, cfg)
+        return jax.vmap(context, (theta_axes(theta_batched), 0))(theta, cfg)
 
-    def ctx_axis(theta_batched: bool):
-        return 0 if (context is not None or theta_batched) else None
+    def ctx_axis(theta_batched):
+        return 0 if context is not None else theta_axes(theta_batched)
 
     def reset_batch(keys, theta, ctx, new, done, theta_batched=False):
         """Tasks with ``done`` [B] replaced by fresh episodes (drawn from their step keys)."""
-        t_axis = 0 if theta_batched else None
+        t_axis = theta_axes(theta_batched)
 
         def reset():
             fresh = jax.vmap(init, (0, t_axis))(keys[:, 3], theta)
@@ -181,10 +190,12 @@ def assemble(
 
         return jax.lax.cond(jnp.any(done), reset, lambda: (new, ctx))
 
-    def scan_batch(keys, theta, states, ctx=None, theta_batched=False):
+    def scan_batch(keys, theta, states, ctx=None, theta_batched=False, remat=None):
         """Run a batch over explicit step keys ``[n, B, 4]``; returns ``(states, ctx, outs)``
         with ``outs`` ``[n, B]`` and ``ctx`` the tasks' contexts at the end (``ctx=None``:
-        computed from ``states`` here; ignored without a context)."""
+        computed from ``states`` here; ignored without a context). ``remat``: ``None``, or a
+        ``jax.checkpoint`` policy (``True``: save nothing) applied to each step, so that
+        reverse mode stores only the carried states between steps and recomputes the rest."""
         c_axis = ctx_axis(theta_batched)
 
         def body(carry, k):
@@ -192,6 +203,10 @@ def assemble(
             new, out = jax.vmap(phi, (0, c_axis, 0))(k, c, s)
             new, c = reset_batch(k, theta, c, new, out.done, theta_batched)
             return ((new, c) if context is not None else new), out
+
+        if remat is not None:
+            body = jax.checkpoint(body, policy=None if remat is True else remat,
+                                  prevent_cse=False)
 
         if context is None:
             states, outs = jax.lax.scan(body, states, keys)

@@ -32,6 +32,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from metaopt import lowrank
 from metaopt.inner import truncation as trunc
 from metaopt.inner.core import InnerProblem, InnerState, assemble, finish
 
@@ -58,6 +59,7 @@ def map_problem(
         raise TypeError("schedule: expected a metaopt.inner.truncation schedule (constant, ...)")
 
     def init_state(key, alpha) -> InnerState:
+        alpha = lowrank.materialize(alpha)  # low-rank-perturbed alpha (ES): dense here
         cfg, w = init(key, alpha)
         zero = jnp.zeros((), jnp.int32)
         ctx = alpha if context is None else context(alpha, cfg)
@@ -66,6 +68,7 @@ def map_problem(
                           jnp.zeros((), dtype))
 
     def step(keys, ctx, state: InnerState):
+        ctx = lowrank.materialize(ctx)
         b = batch(keys[0], state.cfg)
         w = phi(state.params, ctx, b)
         meta = val_loss(w, ctx, b)
@@ -73,8 +76,11 @@ def map_problem(
         return finish(meta, meta, state, new)
 
     def state_val_loss(keys, ctx, state: InnerState):
+        ctx = lowrank.materialize(ctx)
         return val_loss(state.params, ctx, batch(keys[0], state.cfg))
 
-    return assemble(init=init_state, phi=step, val_loss=state_val_loss, context=context,
+    dense_context = None if context is None else (
+        lambda alpha, cfg: context(lowrank.materialize(alpha), cfg))
+    return assemble(init=init_state, phi=step, val_loss=state_val_loss, context=dense_context,
                     schedule=schedule, valid=True, feed_valid_loss=False, has_train_loss=False,
                     name=name)

@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from metaopt import lowrank
 from metaopt.inner import truncation as trunc
 from metaopt.inner.core import InnerProblem, InnerState, assemble, finish
 from metaopt.tasks.base import Task, TaskFamily, as_family
@@ -113,9 +114,13 @@ def inner_problem(
         raise ValueError("feed_valid_loss: needs valid=True (the validation loss is measured "
                          "only then)")
     opt_fn = as_optimizer_fn(optimizer)
+    if not lowrank.takes_lowrank(optimizer):  # low-rank-perturbed theta: dense for it
+        dense_fn = opt_fn
+        opt_fn = lambda theta: dense_fn(lowrank.materialize(theta))
 
     def objectives_of(theta, cfg):
-        return objectives(family.task(cfg), None if hparams_fn is None else hparams_fn(theta))
+        hparams = None if hparams_fn is None else hparams_fn(lowrank.materialize(theta))
+        return objectives(family.task(cfg), hparams)
 
     def init(key, theta) -> InnerState:
         k_cfg, k_par, k_len, k_val = jax.random.split(key, 4)

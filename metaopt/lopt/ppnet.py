@@ -28,6 +28,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
+from metaopt import lowrank
 from metaopt.lopt import layers as layers_lib
 from metaopt.lopt.flat import Layout, rows, segment_ids, unstack
 
@@ -113,13 +114,31 @@ def _apply_dot(net, feats, scales, w_in, b_in) -> list[jax.Array]:
     shape = feats[0].shape
     x = jnp.stack([f.reshape(-1) for f in feats], axis=1)  # [n, F]
     h = jax.nn.relu(x @ w_in + b_in[None, :])
-    for layer in layers[1:-1]:
-        h = jax.nn.relu(h @ layer["w"] + layer["b"][None, :])
+    for layer in layers[1:-1]:  # hidden weights may be LowRank (shared across a vmap)
+        h = jax.nn.relu(lowrank.matmul(h, layer["w"]) + layer["b"][None, :])
     y = h @ layers[-1]["w"] + layers[-1]["b"][None, :]  # [n, num_out]
     outs = [o.reshape(shape) for o in unstack(y, axis=1)]
     if "skip" in net:
         outs[0] = outs[0] + (x @ (scales * net["skip"])).reshape(shape)
     return outs
+
+
+def hidden_lowrank_only(net: dict) -> dict:
+    """``net`` with only its hidden-to-hidden weights left as
+    :class:`metaopt.lowrank.LowRank` (the rest materialized per particle).
+
+    Under a ``vmap`` over ES particles with low-rank perturbations, the hidden ``H x H``
+    matmuls -- most of the network's flops -- then run with the weight shared by every
+    particle plus a rank-``r`` correction (:func:`metaopt.lowrank.matmul`). The first layer
+    (whose weights are folded with per-tensor normalization scales, a per-particle ``[F, H]``
+    anyway) and the ``H x num_out`` output layer stay per particle.
+    """
+    layers = net["layers"]
+    dense = [lowrank.materialize(layers[0])]
+    dense += [dict(layer, b=lowrank.materialize(layer["b"])) for layer in layers[1:-1]]
+    dense += [lowrank.materialize(layers[-1])] if len(layers) > 1 else []
+    return {**lowrank.materialize({k: v for k, v in net.items() if k != "layers"}),
+            "layers": dense[:len(layers)]}
 
 
 def apply_net_flat(net: dict, feats: Sequence[jax.Array], scales: jax.Array, const: jax.Array,
