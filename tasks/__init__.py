@@ -8,6 +8,7 @@ from metaopt.tasks.cnn_family import ConfigCNN, cnn_family
 from metaopt.tasks.data import ArrayDataset, load_digits
 from metaopt.tasks.digits import cnn_classifier, mlp_classifier
 from metaopt.tasks.family_common import ClassifierConfig, noisy_labels
+from metaopt.tasks.least_squares import LeastSquaresConfig, least_squares_family, least_squares_task
 from metaopt.tasks.logistic_family import LogisticConfig, logistic_family
 from metaopt.tasks.mlp_family import ConfigMLP, MLPFamilyConfig, mlp_family
 from metaopt.tasks.nqm import NQMConfig, noise_floor, nqm, nqm_config, nqm_expected_loss, nqm_task
@@ -25,6 +26,7 @@ __all__ = [
     "ClassifierConfig",
     "ConfigCNN",
     "ConfigMLP",
+    "LeastSquaresConfig",
     "LogisticConfig",
     "MLPFamilyConfig",
     "NQMConfig",
@@ -40,6 +42,8 @@ __all__ = [
     "cnn_classifier",
     "cnn_family",
     "evaluate",
+    "least_squares_family",
+    "least_squares_task",
     "load_digits",
     "logistic_family",
     "make",

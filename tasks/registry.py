@@ -19,6 +19,7 @@ from metaopt.tasks.base import Task, TaskFamily
 from metaopt.tasks.cnn_family import cnn_family
 from metaopt.tasks.data.registry import load_dataset
 from metaopt.tasks.digits import cnn_classifier, mlp_classifier
+from metaopt.tasks.least_squares import least_squares_family
 from metaopt.tasks.logistic_family import logistic_family
 from metaopt.tasks.mlp_family import mlp_family
 from metaopt.tasks.nqm import nqm
@@ -82,6 +83,7 @@ for _name, _fn in {
     "teacher_student": teacher_student_family,
     "mlp_regressor": mlp_regressor,  # dataset="sk_regression" (sklearn_data.py)
     "test_function": test_function,  # 2-D rosenbrock / beale / himmelblau (testfns.py)
+    "least_squares": least_squares_family,  # ||W theta - y||^2 (Andrychowicz et al. 2016)
 }.items():
     REGISTRY.register(_name, _fn)
 

@@ -17,7 +17,7 @@ def test_names_and_kinds():
         "digits_cnn": Task, "digits_mlp": Task, "logistic_family": TaskFamily,
         "mlp_classifier": Task, "mlp_family": TaskFamily, "nqm": Task, "quadratic": TaskFamily,
         "sequence_family": TaskFamily, "teacher_student": TaskFamily, "mlp_regressor": Task,
-        "test_function": Task,
+        "test_function": Task, "least_squares": TaskFamily,
     }
 
 
