@@ -16,16 +16,17 @@ from metaopt.train import baselines as bl
 def test_meta_trained_lstm_beats_its_untrained_start_on_held_out_quadratics():
     family, lo = least_squares_family(), run.lstm(0.1)
     theta0, thetas, meta_loss = run.meta_train(
-        family, lo, meta_seeds=1, outer_steps=40, num_tasks=8, outer_lr=3e-3, clip=10.0,
-        chunk=40, compiler_options=common.FAST_COMPILE)
-    assert meta_loss.shape == (1, 40) and np.all(np.isfinite(meta_loss))
+        family, lo, meta_seeds=1, outer_steps=20, num_tasks=4, outer_lr=3e-3, clip=10.0,
+        chunk=20, compiler_options=common.FAST_COMPILE)
+    assert meta_loss.shape == (1, 20) and np.all(np.isfinite(meta_loss))
     both = jax.tree.map(lambda a, b: np.concatenate([a, b]), theta0, thetas)
-    c = run.eval_lstm(family, lo, both, jax.random.split(jax.random.key(123), 3), 100, 8,
+    c = run.eval_lstm(family, lo, both, jax.random.split(jax.random.key(123), 3), 60, 4,
                       common.FAST_COMPILE)
     final = bl.final_loss(c["loss"], c["diverged"])  # [2 optimizers, 3 held-out seeds]
     assert not c["diverged"].any()
-    # the untrained LSTM barely moves (its loss stays near ||y||^2 ~ 10); 40 outer steps of
-    # TBPTT already cut the final loss on every held-out seed by more than half
+    # the untrained LSTM diverges (its random output layer has a non-zero mean: the loss grows
+    # from ||y||^2 ~ 10); 20 outer steps of TBPTT already make it descend, cutting the final
+    # loss on every held-out seed by more than half
     assert np.all(final[1] < 0.5 * final[0]), final
 
 
