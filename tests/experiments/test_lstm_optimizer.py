@@ -30,7 +30,7 @@ def test_meta_trained_lstm_beats_its_untrained_start_on_held_out_quadratics():
     assert np.all(final[1] < 0.5 * final[0]), final
 
 
-@pytest.mark.slow  # the whole pipeline on a tiny budget: ~2 min of compiling on 2 cores
+@pytest.mark.slow  # the whole pipeline on a tiny budget: ~12 compilations, ~6 CPU-minutes
 def test_lstm_optimizer_smoke_writes_its_files(tmp_path):
     result = run.main(["--smoke", "--seeds", "2", "--quad-meta-seeds", "2",
                        "--out", str(tmp_path)])
