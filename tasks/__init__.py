@@ -9,6 +9,7 @@ from metaopt.tasks.data import ArrayDataset, load_digits
 from metaopt.tasks.digits import cnn_classifier, mlp_classifier
 from metaopt.tasks.family_common import ClassifierConfig, noisy_labels
 from metaopt.tasks.gp_functions import GPFunctionConfig, gp_functions, gp_value
+from metaopt.tasks.least_squares import LeastSquaresConfig, least_squares_family, least_squares_task
 from metaopt.tasks.logistic_family import LogisticConfig, logistic_family
 from metaopt.tasks.mlp_family import ConfigMLP, MLPFamilyConfig, mlp_family
 from metaopt.tasks.nqm import NQMConfig, noise_floor, nqm, nqm_config, nqm_expected_loss, nqm_task
@@ -27,6 +28,7 @@ __all__ = [
     "ConfigCNN",
     "ConfigMLP",
     "GPFunctionConfig",
+    "LeastSquaresConfig",
     "LogisticConfig",
     "MLPFamilyConfig",
     "NQMConfig",
@@ -44,6 +46,8 @@ __all__ = [
     "evaluate",
     "gp_functions",
     "gp_value",
+    "least_squares_family",
+    "least_squares_task",
     "load_digits",
     "logistic_family",
     "make",

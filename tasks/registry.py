@@ -20,6 +20,7 @@ from metaopt.tasks.cnn_family import cnn_family
 from metaopt.tasks.data.registry import load_dataset
 from metaopt.tasks.digits import cnn_classifier, mlp_classifier
 from metaopt.tasks.gp_functions import gp_functions
+from metaopt.tasks.least_squares import least_squares_family
 from metaopt.tasks.logistic_family import logistic_family
 from metaopt.tasks.mlp_family import mlp_family
 from metaopt.tasks.nqm import nqm
@@ -84,6 +85,7 @@ for _name, _fn in {
     "mlp_regressor": mlp_regressor,  # dataset="sk_regression" (sklearn_data.py)
     "test_function": test_function,  # rosenbrock ... branin, hartmann3/6 (testfns.py)
     "gp_functions": gp_functions,  # GP-prior samples on [0, 1]^d (gp_functions.py)
+    "least_squares": least_squares_family,  # ||W theta - y||^2 (Andrychowicz et al. 2016)
 }.items():
     REGISTRY.register(_name, _fn)
 

@@ -19,6 +19,7 @@ def test_names_and_kinds():
         "sequence_family": TaskFamily, "teacher_student": TaskFamily, "mlp_regressor": Task,
         "test_function": Task,
         "gp_functions": TaskFamily,
+        "least_squares": TaskFamily,
     }
 
 
