@@ -66,7 +66,7 @@ CASES = {
     "tbptt": dict(unroll_length=4, meta_loss="last"),
     "es": dict(sigma=0.1),
     "truncated_es": dict(sigma=0.1, unroll_length=4),
-    "pes": dict(sigma=0.1, unroll_length=4),
+    "pes": dict(sigma=0.1, unroll_length=4), "nres": dict(sigma=0.1, unroll_length=4),
     "fo": dict(), "t1t2": dict(), "ift": dict(num_terms=4), "greedy": dict(gamma=0.9),
     "rmd": dict(), "greedy online": dict(gamma=0.9, unroll_length=4),
     "rmd online": dict(unroll_length=4), "rmd remat": dict(remat=True),

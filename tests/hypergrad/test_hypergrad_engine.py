@@ -112,6 +112,7 @@ def test_context_of_an_episode_begun_inside_the_segment():
     assert int(state.inner.iteration[0]) == 1
 
 
+@pytest.mark.slow  # default suite < 10 min on 2 cores
 def test_greedy_memory_does_not_grow_with_horizon():
     """Compiled temporary memory: greedy grows only by the per-step PRNG keys (< 48 B/step),
     RMD stores the trajectory (>= |w| floats per step)."""

@@ -3,6 +3,8 @@ each writes its results JSON, table and PNG, with the structure the READMEs repo
 
 import json
 
+import pytest
+
 
 def test_toy_smoke(tmp_path):
     from experiments.greedy_toy import run
@@ -30,6 +32,7 @@ def test_hypercleaning_smoke(tmp_path):
             assert 0.0 <= res["greedy γ=0.9"]["auc"] <= 1.0
 
 
+@pytest.mark.slow  # default suite < 10 min on 2 cores
 def test_fewshot_smoke(tmp_path):
     from experiments.greedy_fewshot import run
 

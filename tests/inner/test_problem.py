@@ -127,6 +127,7 @@ def test_log_uniform_episode_lengths():
         assert 2 <= b - a <= 40
 
 
+@pytest.mark.slow  # default suite < 10 min on 2 cores
 def test_stagger_modes():
     ip = _quadratic_problem(length=10)
     none = ip.init_batch(jax.random.key(0), None, 8, stagger="none")

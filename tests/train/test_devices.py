@@ -96,6 +96,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # default suite < 10 min on 2 cores
 def test_two_processes_give_the_one_process_update(single, tmp_path):
     port = _free_port()
     procs = [_launch("multihost", tmp_path, pid, 2, port) for pid in range(2)]
@@ -109,6 +110,7 @@ def test_two_processes_give_the_one_process_update(single, tmp_path):
     _assert_same_update(single, tmp_path)
 
 
+@pytest.mark.slow  # default suite < 10 min on 2 cores
 def test_reverse_mode_estimator_gives_the_one_device_update(tmp_path):
     """A sharded TBPTT step (reverse mode through the replicated theta) equals one device.
     With shard_map's ``check_vma=True`` it silently differed -- the gradient was summed over

@@ -46,6 +46,7 @@ def test_plot_writes_one_png_per_metric(tmp_path):
         assert (tmp_path / "plots" / n).read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow  # default suite < 10 min on 2 cores
 def test_adam_grid_in_one_vmapped_unroll_equals_separate_runs():
     task = metaopt.tasks.make("quadratic")
     grid = adam_grid_curves(task, (1e-3, 3e-2), steps=25, seeds=2)

@@ -63,8 +63,9 @@ def _spy_on_keys(monkeypatch):
     ("es", ["estimator.name=es", "estimator.num_tasks=2", "estimator.sigma=0.1"], 48),
     ("full_backprop", ["estimator.name=full_backprop", "estimator.num_tasks=2"], 24),
     # two families, each PES: 2 x (2 pairs x 2 halves x 4 steps)
-    ("mixture", ["task.name=mixture", "task.a.name=quadratic", "task.b.name=quadratic",
-                 "task.b.dim=5"], 32),
+    pytest.param("mixture", ["task.name=mixture", "task.a.name=quadratic",
+                             "task.b.name=quadratic", "task.b.dim=5"], 32,
+                 marks=pytest.mark.slow),  # default suite < 10 min on 2 cores
 ])
 def test_throughput_counts_every_inner_step_and_keys_are_disjoint(name, overrides, per_step,
                                                                   tmp_path, monkeypatch):

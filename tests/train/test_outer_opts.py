@@ -91,6 +91,7 @@ def _synthetic_estimator(theta0):
     return Estimator(lambda key, theta: NoState(), estimate)
 
 
+@pytest.mark.slow  # default suite < 10 min on 2 cores
 def test_hierarchical_trains_itself_with_the_meta_loss_as_its_loss():
     """Defect 2 (self): ``hierarchical`` needs ``loss=`` in ``update``; as its own outer
     optimizer it passed validation and then raised MissingExtraArgError (exit 1). The outer
@@ -108,6 +109,7 @@ def test_hierarchical_trains_itself_with_the_meta_loss_as_its_loss():
     assert max(moved) > 0.0 and all(np.isfinite(moved))
 
 
+@pytest.mark.slow  # default suite < 10 min on 2 cores
 def test_frozen_hierarchical_outer_optimizer_through_metaopt_train(tmp_path):
     """Defect 2 (frozen): ``metaopt train ... outer.name=frozen outer.source=<a saved
     hierarchical>`` crashed the same way; now it trains."""

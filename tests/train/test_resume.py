@@ -82,6 +82,7 @@ def _wait_for_checkpoint(run_dir, step, proc, log):
     pytest.fail(f"no checkpoint {step} after {WAIT} s")
 
 
+@pytest.mark.slow  # default suite < 10 min on 2 cores
 def test_sigterm_writes_a_checkpoint_and_exits_143(straight, tmp_path):
     log = tmp_path.parent / f"{tmp_path.name}.log"
     with open(log, "w") as err:
@@ -102,6 +103,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_143(straight, tmp_path):
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow  # default suite < 10 min on 2 cores
 def test_second_process_on_a_live_run_dir_is_refused(straight, tmp_path, capsys):
     """A run is paused (SIGSTOP) after its first checkpoint; a resume and a new run in its
     directory are refused at once naming it; continued, it ends as a lone run would."""
@@ -134,6 +136,7 @@ def test_second_process_on_a_live_run_dir_is_refused(straight, tmp_path, capsys)
     assert not (tmp_path / ".lock").exists()
 
 
+@pytest.mark.slow  # default suite < 10 min on 2 cores
 def test_corrupt_latest_checkpoint_falls_back(straight, tmp_path):
     """A copy of the finished straight run (checkpoints 10, 11, 12) with checkpoint 12
     corrupted: the resume reports it, moves it aside, redoes step 12 from checkpoint 11 and
@@ -153,6 +156,7 @@ def test_corrupt_latest_checkpoint_falls_back(straight, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow  # default suite < 10 min on 2 cores
 def test_incompatible_run_dir_is_refused(straight, capsys):
     from metaopt.cli import main
 
