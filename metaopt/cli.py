@@ -175,6 +175,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.suite is None:
         task_names = check_tasks(args.tasks.split(","))
+        if args.reuse_baselines:
+            from metaopt.spec import SpecError
+
+            raise SpecError("reuse_baselines", "only with --suite (it copies a suite "
+                            "report's baseline columns)")
     file = resolve(args.run_dir)  # SpecError naming the source if there is nothing to load
     from metaopt.train.artifacts import PACKAGE, check_outside_package
 
@@ -191,7 +196,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         return eval_suite(args.run_dir, args.suite, out_dir / args.suite, seeds=args.seeds,
                           max_steps=args.max_steps, baseline=args.baseline_pretrained,
-                          tune_seeds=args.tune_seeds)
+                          tune_seeds=args.tune_seeds, reuse_baselines=args.reuse_baselines)
     return _eval(args.run_dir, task_names, args.steps, args.seeds, out_dir)
 
 
@@ -279,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "instances the baselines' learning-rate grids are tuned on")
     ev.add_argument("--baseline-pretrained", default="mlp_small_digits", help="--suite: a "
                     "pretrained optimizer as a baseline column ('none': no such column)")
+    ev.add_argument("--reuse-baselines", metavar="EVAL_JSON", help="--suite: copy the Adam, "
+                    "SGD and baseline columns from an earlier eval.json of the same suite, "
+                    "seeds and tuning instead of re-running them (checked; exit 2 otherwise)")
     ev.set_defaults(func=cmd_eval)
 
     plot = sub.add_parser("plot", help="write PNG curves of a run's metrics")

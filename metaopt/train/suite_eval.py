@@ -43,6 +43,7 @@ GRID = tuple(float(x) for x in np.logspace(-5, 0, 14))
 ADAM_LR = 1e-3
 DIVERGE_FACTOR = 2.0  # final training loss above this multiple of the initial loss: diverged
 BLOWUP_FACTOR = 1.5  # final loss above this multiple of the lowest windowed loss: late blow-up
+RESOLUTION = float(np.finfo(np.float32).eps)  # rises below this x |initial loss| are round-off
 WITHIN_TUNED = 1.2  # the bar: learned final loss within this factor of tuned Adam's
 EVAL_BATCHES = 16
 TUNE_SEEDS, TUNE_SEED = 1, 4321  # task instances the learning-rate grids are tuned on
@@ -89,13 +90,21 @@ def diverged(train: np.ndarray, nonfinite: np.ndarray | None = None) -> np.ndarr
 def late_blowup(curve: np.ndarray) -> bool:
     """Whether the mean-over-seeds loss ``curve`` ``[steps]`` ends above :data:`BLOWUP_FACTOR`
     times the lowest loss it reached, both as means over windows of the final-loss length
-    (10% of the steps), so that minibatch noise does not count as a blow-up."""
+    (10% of the steps), so that minibatch noise does not count as a blow-up.
+
+    A rise smaller than the float32 resolution of the run's loss, ``eps_f32 * |curve[0]|``
+    (:data:`RESOLUTION`; about 3e-7 for a 10-class cross-entropy starting at ln 10), is not a
+    blow-up: a loss that has reached zero in float32 flickers between 0 and a few ulps
+    (e.g. 0 and 1.9e-10 on the digits MLP), and any ratio of such values is noise.
+    """
     c = np.asarray(curve, np.float64)
     if not np.isfinite(c).all():
         return True
     w = tail(len(c))
     windows = np.convolve(c, np.ones(w) / w, mode="valid")
-    return bool(windows[-1] > BLOWUP_FACTOR * windows.min())
+    lowest = windows.min()
+    return bool(windows[-1] > BLOWUP_FACTOR * lowest
+                and windows[-1] - lowest > RESOLUTION * abs(c[0]))
 
 
 def select_best(finals: np.ndarray, bad: np.ndarray) -> int:
@@ -196,20 +205,39 @@ def cell(r: dict, select: Any = ()) -> dict:
             "train_curve": np.nanmean(train, 0)}
 
 
+BASELINE_COLUMNS = ("adam_1e-3", "adam_tuned", "sgdm_tuned")
+
+
 def evaluate_task(task, steps: int, seeds: int, learned: dict[str, Learned],
-                  tune_seeds: int = TUNE_SEEDS) -> dict:
+                  tune_seeds: int = TUNE_SEEDS, reuse: dict | None = None) -> dict:
     """Every column of one task (``learned``: column name -> :class:`Learned`).
 
     Each grid is tuned on ``tune_seeds`` other task instances (seed :data:`TUNE_SEED`: no
     selection bias on the evaluation seeds); the best learning rate (and Adam's 1e-3) then
     trains the ``seeds`` evaluation instances every other column trains.
+
+    ``reuse``: this task's entry of an earlier report of the same suite, seeds and tuning
+    (checked by :func:`metaopt.train.suite_cli.load_reuse`): its Adam and SGD columns (and the
+    columns of ``learned`` it also holds, e.g. ``"baseline"``) are copied instead of re-run --
+    every run is deterministic in its seeds, so they would come out the same. Copied curves
+    are the report's subsampled ones (``curve_stride``); their blow-up flag is recomputed on
+    them.
     """
     out: dict[str, dict] = {}
+    if reuse is not None:
+        for col, o in reuse["optimizers"].items():
+            if col in BASELINE_COLUMNS or (col in learned and col != "learned"):
+                out[col] = {**o, "train_curve": np.asarray(o["train_curve"], np.float64)}
+                if "late_blowup" in o:
+                    out[col]["late_blowup"] = late_blowup(out[col]["train_curve"])
+        learned = {c: lo for c, lo in learned.items() if c not in out}
     for col, lo in learned.items():
         r = runs(task, lambda th, lo=lo: lo.optimizer(th, num_steps=steps), lo.theta, steps,
                  seeds, feed_valid_loss=lo.feed_valid_loss)
         out[col] = cell(r)
         out[col]["late_blowup"] = late_blowup(out[col]["train_curve"])
+    if reuse is not None:
+        return {"initial_loss": reuse["initial_loss"], "optimizers": out}
     init_loss = None
     for col, make in (("adam", optax.adam), ("sgdm", lambda lr: optax.sgd(lr, momentum=0.9))):
         g = runs(task, make, jnp.asarray(GRID, jnp.float32), steps, tune_seeds, grid=True,
@@ -228,9 +256,10 @@ def evaluate_task(task, steps: int, seeds: int, learned: dict[str, Learned],
 
 def evaluate_suite(suite, learned: dict[str, Learned], seeds: int = 5,
                    max_steps: int | None = None, tune_seeds: int = TUNE_SEEDS,
-                   log: Callable[[str], None] = print) -> dict:
+                   log: Callable[[str], None] = print, reuse: dict | None = None) -> dict:
     """:func:`evaluate_task` on every :class:`~metaopt.train.suites.SuiteTask` of ``suite``
-    (budgets capped at ``max_steps``, for smoke runs); keyed by label."""
+    (budgets capped at ``max_steps``, for smoke runs); keyed by label. ``reuse``: label ->
+    that task's entry of an earlier report (:func:`evaluate_task`)."""
     import time
 
     results = {}
@@ -238,7 +267,8 @@ def evaluate_suite(suite, learned: dict[str, Learned], seeds: int = 5,
         start = time.perf_counter()
         task = tasks_lib.REGISTRY.make(entry.task)
         steps = min(entry.steps, max_steps or entry.steps)
-        res = evaluate_task(task, steps, seeds, learned, tune_seeds)
+        res = evaluate_task(task, steps, seeds, learned, tune_seeds,
+                            None if reuse is None else reuse[entry.label])
         results[entry.label] = {
             "task": entry.task.to_json(), "steps": steps, "batch": entry.batch, "seeds": seeds,
             "metric": "test accuracy" if is_classification(task) else "test loss", **res,

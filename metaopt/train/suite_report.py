@@ -61,8 +61,11 @@ def bar_lines(bar: dict, name: str) -> list[str]:
 
 
 def write(results: dict, out_dir: pathlib.Path, *, source: str, baseline: str | None,
-          suite: str, seeds: int, wall_s: float) -> str:
-    """Write the three files into ``out_dir``; return the markdown."""
+          suite: str, seeds: int, wall_s: float, tune_seeds: int = suite_eval.TUNE_SEEDS,
+          max_steps: int | None = None, reused_from: str | None = None) -> str:
+    """Write the three files into ``out_dir``; return the markdown. ``tune_seeds`` and
+    ``max_steps`` are recorded so that a later evaluation can reuse the baseline columns
+    (``reused_from``: the report they were copied from, if any)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     bars = {c: suite_eval.summarize(results, c) for c in ("learned", "baseline")
             if any(c in r["optimizers"] for r in results.values())}
@@ -76,13 +79,20 @@ def write(results: dict, out_dir: pathlib.Path, *, source: str, baseline: str | 
           f"**div k**: k seeds diverged (a non-finite loss, or a final loss above "
           f"{suite_eval.DIVERGE_FACTOR:g}x the initial loss). **blow-up**: the mean-over-seeds "
           f"final loss is above {suite_eval.BLOWUP_FACTOR:g}x the lowest loss it reached "
-          f"(both averaged over windows of 10% of the steps).", "",
+          f"(both averaged over windows of 10% of the steps) and above it by more than the "
+          f"float32 resolution of the loss ({suite_eval.RESOLUTION:.1e} x the initial loss: a "
+          f"loss at zero flickers by a few ulps).", "",
+          *([] if reused_from is None else [
+              f"The Adam, SGD and {baseline or 'baseline'} columns are copied from "
+              f"`{reused_from}` (same suite, seeds and tuning; their runs are deterministic), "
+              f"with its subsampled curves.", ""]),
           *table(results, source, baseline), "", "## Bar", ""]
     for c, bar in bars.items():
         md += bar_lines(bar, source if c == "learned" else str(baseline))
     text = "\n".join(md) + "\n"
     (out_dir / "eval.md").write_text(text)
     data = {"source": source, "baseline": baseline, "suite": suite, "seeds": seeds,
+            "tune_seeds": tune_seeds, "max_steps": max_steps, "reused_from": reused_from,
             "wall_s": wall_s, "bar": bars, "tasks": _jsonable(results)}
     (out_dir / "eval.json").write_text(json.dumps(data, indent=1))
     plot(results, out_dir / "eval_curves.png", source, baseline)
@@ -97,7 +107,7 @@ def _jsonable(results: dict) -> dict:
             curve = np.asarray(o["train_curve"])
             stride = max(1, math.ceil(len(curve) / CURVE_POINTS))
             opts[c] = {**{k: v for k, v in o.items() if k != "train_curve"},
-                       "curve_stride": stride,
+                       "curve_stride": stride * o.get("curve_stride", 1),  # reused: strided
                        "train_curve": [float(x) for x in curve[::stride]]}
         out[label] = {**r, "optimizers": opts}
     return out
@@ -120,7 +130,8 @@ def plot(results: dict, file: pathlib.Path, source: str, baseline: str | None) -
             name = NAMES[c].format(source=source, baseline=baseline)
             if "lr" in o:
                 name += f" ({o['lr']:.2g})"
-            ax.plot(np.where(curve > 0, curve, np.nan), label=name, lw=1)
+            steps = np.arange(len(curve)) * o.get("curve_stride", 1)  # reused: subsampled
+            ax.plot(steps, np.where(curve > 0, curve, np.nan), label=name, lw=1)
         ax.set(title=label, yscale="log", xlabel="step")
         ax.title.set_fontsize(9)
         ax.legend(fontsize=6)

@@ -43,6 +43,21 @@ def test_late_blowup_ignores_noise_but_flags_a_rise_after_the_minimum():
     assert not late_blowup(np.where(np.arange(steps) > 950, down * 1.3, down))  # < 1.5x
 
 
+def test_late_blowup_ignores_float32_round_off_at_zero_loss():
+    """A cross-entropy that has reached zero in float32 flickers between 0 and one ulp-sized
+    value (1.86e-10 on the digits MLP): ratios of such values are noise, not a blow-up; a rise
+    of the same ratio at a resolvable loss level still is one."""
+    steps, initial = 1000, np.log(10.0)
+    q = 1.862645e-10  # the quantum seen on digits_mlp_10k_steps
+    flicker = np.full(steps, q * 0.3)
+    flicker[0] = initial
+    flicker[-100:] = q  # 3.3x the lowest window, but 1.9e-10 - 5.6e-11 << eps32 * ln 10
+    assert not late_blowup(flicker)
+    resolvable = flicker * (1e-3 / q)  # the same shape from 3e-4 up to 1e-3: a real rise
+    resolvable[0] = initial
+    assert late_blowup(resolvable)
+
+
 def test_best_lr_selection_equals_a_brute_force_loop_on_a_known_quadratic():
     """SGD with momentum on L(w) = 1/2 sum_i a_i w_i^2 (optimum 0 at w = 0): the vmapped grid
     gives each rate's curve of a plain numpy loop, and select_best picks the brute-force best
@@ -130,3 +145,61 @@ def test_cli_heldout_suite_smoke_writes_the_three_files(tmp_path):
     assert set(row) == {"learned", "adam_1e-3", "adam_tuned", "sgdm_tuned"}  # no baseline:
     assert len(row["learned"]["train_curve"]) == 12  # SOURCE is the baseline entry itself
     assert "## Bar" in (out / "heldout" / "eval.md").read_text()
+    # Reusing the baseline columns gives the report a full re-run gives, learned column
+    # re-run: every column's numbers equal the first report's (the runs are deterministic).
+    again = tmp_path / "again"
+    assert main(["eval", "mlp_small_digits", "--suite", "heldout", "--max-steps", "12",
+                 "--seeds", "2", "--out", str(again), "--reuse-baselines",
+                 str(out / "heldout" / "eval.json")]) == 0
+    second = json.loads((again / "heldout" / "eval.json").read_text())
+    assert second["reused_from"] == str(out / "heldout" / "eval.json")
+    for label, r in data["tasks"].items():
+        for col, o in r["optimizers"].items():
+            got = second["tasks"][label]["optimizers"][col]
+            assert got["final_train_loss"] == pytest.approx(o["final_train_loss"], rel=1e-6,
+                                                            nan_ok=True), (label, col)
+    assert main(["eval", "mlp_small_digits", "--suite", "heldout", "--max-steps", "12",
+                 "--seeds", "3", "--out", str(tmp_path / "x"), "--reuse-baselines",
+                 str(out / "heldout" / "eval.json")]) == 2  # other seeds: not reusable
+
+
+def _report(tmp_path, **fields):
+    entries = {e.label: {"task": e.task.to_json(), "steps": e.steps, "initial_loss": 1.0,
+                         "optimizers": {c: {"final_train_loss": 1.0, "train_curve": [1.0]}
+                                        for c in (*suite_eval.BASELINE_COLUMNS, "baseline")}}
+               for e in suites.HELDOUT}
+    data = {"suite": "heldout", "seeds": 5, "tune_seeds": 2, "max_steps": None,
+            "baseline": "mlp_small_digits", "tasks": entries, **fields}
+    file = tmp_path / "eval.json"
+    file.write_text(json.dumps(data))
+    return file
+
+
+def test_reused_baselines_must_come_from_the_same_suite_seeds_and_tuning(tmp_path):
+    from metaopt.spec import SpecError
+    from metaopt.train.suite_cli import load_reuse
+
+    want = {"suite": "heldout", "seeds": 5, "tune_seeds": 2, "max_steps": None,
+            "baseline": "mlp_small_digits"}
+    got = load_reuse(_report(tmp_path), **want)
+    assert set(got) == {e.label for e in suites.HELDOUT}
+    for field, other in (("seeds", 3), ("tune_seeds", 1), ("max_steps", 12),
+                         ("baseline", None)):
+        with pytest.raises(SpecError, match=f"reuse_baselines: .*{field}="):
+            load_reuse(_report(tmp_path), **{**want, field: other})
+    with pytest.raises(SpecError, match="does not record 'tune_seeds'"):
+        load_reuse(_old(tmp_path), **want)
+    bad = json.loads(_report(tmp_path).read_text())
+    bad["tasks"]["iris_mlp"]["steps"] = 999
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(SpecError, match="'iris_mlp' differs"):
+        load_reuse(tmp_path / "bad.json", **want)
+    with pytest.raises(SpecError, match="cannot read"):
+        load_reuse(tmp_path / "missing.json", **want)
+
+
+def _old(tmp_path):
+    data = json.loads(_report(tmp_path).read_text())
+    del data["tune_seeds"]
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    return tmp_path / "old.json"
