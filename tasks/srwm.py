@@ -20,6 +20,8 @@ Heads: ``x in R^{H d}`` is split into ``H`` chunks, each with its own matrix (``
 ``R = d_out + 2 d + 1``); outputs are concatenated (``[H d_out]``).
 
 * :func:`srwm_init` -- ``W_0``, Gaussian ``N(0, scale^2/d)`` entries;
+* :func:`srwm_route` -- ``W_0`` plus a routing of its key and query rows to chosen input
+  coordinates (keys read one part of the input, queries another; see its docstring);
 * :func:`srwm_step` -- ``(W_{t-1}, x_t) -> (y_t, W_t)``, for ``lax.scan``;
 * :func:`srwm_scan` -- a whole sequence ``xs [T, H d] -> (ys [T, H d_out], W_T)``;
 * :func:`srwm_read` -- ``y = W^y x`` without the self-update (e.g. queries after the support
@@ -52,6 +54,33 @@ def srwm_init(key: jax.Array, d_model: int, d_out: int, heads: int = 1, scale: f
         raise ValueError(f"heads: must divide d_model={d_model} and d_out={d_out}, got {heads}")
     d, o = d_model // heads, d_out // heads
     return scale * jax.random.normal(key, (heads, o + 2 * d + 1, d), dtype) / jnp.sqrt(d)
+
+
+def srwm_route(w: jax.Array, key_cols: jax.Array, query_cols: jax.Array,
+               gain: float = 1.0) -> jax.Array:
+    """``W_0`` plus ``gain diag(key_cols)`` on its key rows, ``gain diag(query_cols)`` on its
+    query rows (every head).
+
+    ``key_cols``, ``query_cols``: ``[d]`` 0/1 masks of input coordinates. From
+    ``W^k = W^q = 0`` the first step's key is ``k = gain key_cols * x`` (the softmax key
+    ``phi(k)`` is a sharpened read of those coordinates) and its query
+    ``q = gain query_cols * x``. Why it matters: from a random ``W_0`` the value
+    ``v - vbar = W (phi(q) - phi(k))`` of the self-update is nearly independent of the input
+    (near-uniform softmaxes), so meta-training starts on a saddle where the sequence barely
+    changes the matrix. With keys routed to an item's features and queries to its label, the
+    update ``W += sigmoid(beta) W (phi(q) - phi(k)) phi(k)^T`` stores at the item's feature key
+    a value that depends on its label from the first outer step on (a starting point for
+    meta-training; these rows keep rewriting themselves like all others).
+    """
+    heads, d, d_out = _dims(w)
+    for field, m in (("key_cols", key_cols), ("query_cols", query_cols)):
+        if jnp.shape(m) != (d,):
+            raise ValueError(f"{field}: expected shape ({d},) for w of shape {w.shape}, got "
+                             f"{jnp.shape(m)}")
+    diag_k = gain * jnp.diag(jnp.asarray(key_cols, w.dtype))
+    diag_q = gain * jnp.diag(jnp.asarray(query_cols, w.dtype))
+    w = w.at[:, d_out:d_out + d].add(diag_k[None])
+    return w.at[:, d_out + d:d_out + 2 * d].add(diag_q[None])
 
 
 def _split_heads(w: jax.Array, x: jax.Array) -> jax.Array:
