@@ -16,15 +16,16 @@ otherwise corrupt file raises :class:`~metaopt.spec.SpecError` naming the file.
 
 Entries:
 
-* ``norm_mlp_general`` -- the general-purpose optimizer: ``norm_mlp`` (learning_rate 3e-3 at
-  the start) meta-trained by ``metaopt train general`` (PES with the ``log_train``
-  meta-objective on a mixture of 11 task families -- digits MLPs of widths 16-256 and depths
-  1-4, CNNs, an autoencoder, logistic regression, a tiny RNN, quadratics, the NQM,
-  teacher-student -- 4 task pairs per family, truncations of 20 steps of log-uniform
-  100-2,000 step episodes, 3,000 outer steps of Adam 1e-3, seed 0: 31 minutes on the 2-core
+* ``norm_mlp_general`` -- the general-purpose optimizer (version 2, 2026-12-01): ``norm_mlp``
+  (learning_rate 3e-3 at the start) meta-trained by ``metaopt train general`` (PES with the
+  ``log_train`` meta-objective on a mixture of 11 task families -- digits MLPs of widths 16-256
+  and depths 1-4, CNNs, an autoencoder, logistic regression, a tiny RNN, quadratics, the NQM,
+  teacher-student -- 8 task pairs per family, truncations of 20 steps of log-uniform 100-2,000
+  step episodes, 1,500 outer steps of Adam 3e-4, seed 0: 46 minutes on the shared 2-core
   development machine). Step budget 2,000; pass yours as ``num_steps``. Its held-out
   evaluation (``metaopt eval norm_mlp_general --suite heldout --tune-seeds 2``) is its
-  ``eval.md``.
+  ``eval.md``; ``experiments/general_optimizer`` compares it with its untrained start and
+  version 1.
 * ``mlp_small_digits`` -- ``mlp_small`` (default options) meta-trained by
   ``metaopt train quickstart`` (PES, 300 outer steps on the digits MLP family, seed 0;
   train-loss meta-objective over log-uniform 50-200 step episodes: step budget 200, no
