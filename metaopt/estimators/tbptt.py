@@ -34,12 +34,17 @@ Rematerialization (``remat``, memory O(T * state) in every case, independent of 
 * ``"block"``: chunks of ``block`` steps, each a checkpointed scan (``chunked_unroll``; the
   chunks draw their keys per chunk).
 
-Measured on the 2-core machine (issue 16; 2 x 32 MLP optimizer on the digits MLP, 16 tasks,
-``T = 50``, training-loss meta-objective, one device, the machine loaded by other jobs): per
-task without remat 123 task-steps/s, shared theta without remat 87, shared theta with per-step
-remat 123 (peak RSS 2,186 MB at horizons 1,000 and 10,000 alike). No option was measurably
-faster than the earlier estimator, so the defaults stay ``remat="none"``,
-``shared_theta=False`` (the estimator as it was).
+Measured on the quiet 2-core machine (issue 16; ``bench.py meta-train --meta-loss train
+--schedule log_uniform --devices 1``: 2 x 32 MLP optimizer on the digits MLP, 16 tasks,
+``T = 50``, one process, variants one after another): per task without remat 540
+task-steps/s, shared theta with per-step remat 682 (1.26x), with ``step_dots`` 582, with
+``block`` (10) 503; full-rank PES 1,380. Earlier, under heavy load, per-step remat with the
+shared theta had tied with the per-task estimator (123 vs 123); its memory was flat from
+horizon 1,000 to 10,000 (2,186 MB both). The defaults stay the per-task estimator without
+remat (its program has one reverse pass; the shared-theta program also holds the per-task
+fallback, which the cost counters and ``tests/hypergrad/test_costs.py`` read as compiled
+work); pass ``remat="step", shared_theta=True`` (``estimator.remat=step
+estimator.shared_theta=true`` on the command line) for the faster one.
 
 Cost per call: ``B T`` inner steps (``2 B T`` with remat) and ``B T`` step VJPs.
 """
@@ -100,7 +105,8 @@ def truncated_backprop(
       stagger: first-episode offsets of the tasks, one of ``metaopt.inner.truncation.STAGGERS``.
       axis_name: the mapped device axis the task batch is split over, or ``None``
         (data parallelism: see :mod:`metaopt.estimators.base`).
-      remat: rematerialization, one of :data:`REMATS` (module docstring).
+      remat: rematerialization, one of :data:`REMATS` (module docstring); ``"step"`` with
+        ``shared_theta=True`` was the fastest on the benchmark.
       block: steps per checkpointed chunk for ``remat="block"`` (must divide ``T``).
       shared_theta: reverse pass w.r.t. the shared theta, per-task only as a fallback
         (module docstring); ``False`` (default): always per task.
