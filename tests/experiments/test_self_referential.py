@@ -103,8 +103,7 @@ def test_srwm_route_reads_the_chosen_coordinates():
         srwm_route(w0, np.ones(4), np.ones(5))
 
 
-@pytest.mark.slow
-def test_routed_srwm_leaves_chance_where_the_unrouted_one_stays():
+def test_routed_srwm_leaves_chance_where_the_unrouted_one_stays():  # ~18 s: the direction smoke
     """The saddle of the README, on 5-way 1-shot digits with a small frozen embedding: in 150
     outer steps the routed SRWM (keys read the features, queries the label slots) gets its
     meta-training query loss (mean of the last 20 steps) below chance (ln 5 = 1.609) by more
