@@ -165,4 +165,4 @@ def prototype_accuracy(pools, key, shots, queries):
     xs, xq = ep["xs"].reshape(N_WAY * shots, -1), ep["xq"].reshape(N_WAY * queries, -1)
     protos = jax.nn.one_hot(ep["ys"], N_WAY).T @ xs / shots  # [n, 64]
     dist = jnp.sum((xq[:, None, :] - protos[None, :, :]) ** 2, axis=-1)
-    return jnp.mean(jnp.argmin(dist, axis=1) == ep["yq"])
+    return accuracy(-dist, ep["yq"])  # nearest prototype = argmax of -distance
