@@ -13,10 +13,15 @@ instead of one batched matmul per particle. :class:`LowRank` holds ``(w, a, b)``
 ``a``, ``b`` are per particle, so ``matmul(x, LowRank)`` lowers to one large GEMM of all
 particles' rows.
 
-Code that consumes theta opts in with :func:`accepts_lowrank` (the per-parameter MLP learned
-optimizer does); everything else receives :func:`materialize`'d dense leaves (``w + a b^T``
-per particle: correct, just without the speed-up). A tree with no :class:`LowRank` node is
-returned unchanged (same leaves), so full-rank code paths are untouched.
+Code that consumes theta opts in with :func:`accepts_lowrank`; everything else receives
+:func:`materialize`'d dense leaves (``w + a b^T`` per particle). No built-in learned optimizer
+opts in: the per-parameter networks already multiply ``[n, H]`` rows per particle (a GEMM, not
+a GEMV, so sharing the weight saves no arithmetic), and on XLA:CPU their per-particle form
+compiles to one fused kernel that beat the shared-weight form, even with no correction at all
+(``scripts/results/issue16.md``). The speed-up of the paper needs consumers whose per-particle
+work is a matrix-vector product (a policy or a sequence model run on one input per
+particle). A tree with no :class:`LowRank` node is returned unchanged (same leaves), so
+full-rank code paths are untouched.
 """
 
 from __future__ import annotations

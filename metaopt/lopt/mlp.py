@@ -36,7 +36,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from metaopt import lowrank
 from metaopt.lopt import features as ft
 from metaopt.lopt import flat, ppnet
 from metaopt.lopt.base import (
@@ -99,14 +98,12 @@ def _mlp(hidden, mom_decays, rms_decays, num_freqs, exp_mult, step_mult, skip, s
                     num_out=2, skip_index=adam_index if with_skip else None,
                     out_scale=0.1 if with_skip else 1.0)
 
-    fused = max(hidden) <= ppnet.FUSED_MAX_WIDTH
-
-    @lowrank.accepts_lowrank
+    # Low-rank-perturbed theta (ES particles) reaches this optimizer materialized, per
+    # particle (metaopt.inner.problem): on XLA:CPU the per-particle network compiles to one
+    # fused kernel, faster than a shared hidden matmul plus a rank-r correction
+    # (scripts/results/issue16.md).
     def optimizer(theta: dict, *, num_steps: int = DEFAULT_NUM_STEPS):
         num_steps = check_num_steps(name, num_steps)
-        # low-rank-perturbed theta (ES particles): shared hidden matmuls (ppnet); the fused
-        # form works on scalar weights, where sharing gains nothing
-        theta = lowrank.materialize(theta) if fused else ppnet.hidden_lowrank_only(theta)
 
         def init_state(params):
             return MLPState(jnp.zeros((), jnp.int32), ft.init_accumulators(params, nd),

@@ -15,7 +15,10 @@ Two evaluations of the same function: with every hidden width at most
 :data:`FUSED_MAX_WIDTH`, the network is written as scalar-weighted sums of tensor-shaped
 arrays, which XLA compiles into one elementwise loop (no ``[n, F]`` matrix is built, no
 matmul with a tiny inner dimension); otherwise features are stacked to ``[n, F]`` and
-multiplied by the weight matrices. The fused form's derivatives (``custom_jvp``) are taken
+multiplied by the weight matrices, the narrow output layer (and the skip) as broadcast
+products summed over the width (:func:`narrow_matmul`), so that XLA:CPU compiles the whole
+network into one kernel (measured 1.4x on PES meta-training, ``scripts/results/issue16.md``).
+The fused form's derivatives (``custom_jvp``) are taken
 through the matmul form, so meta-gradients need a few dots instead of ``F * H`` scalar
 reductions. :func:`apply_net_flat` is the matmul form on the flat layout of :mod:`.flat`
 (all tensors at once; used by :mod:`.hierarchical`).
@@ -28,7 +31,6 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from metaopt import lowrank
 from metaopt.lopt import layers as layers_lib
 from metaopt.lopt.flat import Layout, rows, segment_ids, unstack
 
@@ -114,31 +116,29 @@ def _apply_dot(net, feats, scales, w_in, b_in) -> list[jax.Array]:
     shape = feats[0].shape
     x = jnp.stack([f.reshape(-1) for f in feats], axis=1)  # [n, F]
     h = jax.nn.relu(x @ w_in + b_in[None, :])
-    for layer in layers[1:-1]:  # hidden weights may be LowRank (shared across a vmap)
-        h = jax.nn.relu(lowrank.matmul(h, layer["w"]) + layer["b"][None, :])
-    y = h @ layers[-1]["w"] + layers[-1]["b"][None, :]  # [n, num_out]
+    for layer in layers[1:-1]:
+        h = jax.nn.relu(h @ layer["w"] + layer["b"][None, :])
+    y = narrow_matmul(h, layers[-1]["w"]) + layers[-1]["b"][None, :]  # [n, num_out]
     outs = [o.reshape(shape) for o in unstack(y, axis=1)]
     if "skip" in net:
         outs[0] = outs[0] + (x @ (scales * net["skip"])).reshape(shape)
     return outs
 
 
-def hidden_lowrank_only(net: dict) -> dict:
-    """``net`` with only its hidden-to-hidden weights left as
-    :class:`metaopt.lowrank.LowRank` (the rest materialized per particle).
+@jax.custom_jvp
+def narrow_matmul(x: jax.Array, w: jax.Array) -> jax.Array:
+    """``x @ w`` for a ``w`` with few columns (``[n, K] x [K, J]``, ``J`` <= a few), written
+    as a broadcast product summed over ``K``: XLA:CPU then fuses it with the ReLU and the
+    hidden matmuls before it into one kernel (a ``dot`` with 1-2 output columns breaks that
+    fusion and runs at a few GFLOP/s; ~2x on the 2 x 32 network's forward pass). Its
+    derivative is the ``dot`` form, whose transpose (reverse mode) is two plain ``dot``s."""
+    return jnp.sum(x[..., :, None] * w.reshape((1,) * (x.ndim - 1) + w.shape), axis=-2)
 
-    Under a ``vmap`` over ES particles with low-rank perturbations, the hidden ``H x H``
-    matmuls -- most of the network's flops -- then run with the weight shared by every
-    particle plus a rank-``r`` correction (:func:`metaopt.lowrank.matmul`). The first layer
-    (whose weights are folded with per-tensor normalization scales, a per-particle ``[F, H]``
-    anyway) and the ``H x num_out`` output layer stay per particle.
-    """
-    layers = net["layers"]
-    dense = [lowrank.materialize(layers[0])]
-    dense += [dict(layer, b=lowrank.materialize(layer["b"])) for layer in layers[1:-1]]
-    dense += [lowrank.materialize(layers[-1])] if len(layers) > 1 else []
-    return {**lowrank.materialize({k: v for k, v in net.items() if k != "layers"}),
-            "layers": dense[:len(layers)]}
+
+@narrow_matmul.defjvp
+def _narrow_matmul_jvp(primals, tangents):
+    (x, w), (dx, dw) = primals, tangents
+    return narrow_matmul(x, w), dx @ w + x @ dw
 
 
 def apply_net_flat(net: dict, feats: Sequence[jax.Array], scales: jax.Array, const: jax.Array,
