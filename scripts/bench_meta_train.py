@@ -41,8 +41,9 @@ import time
 
 ESTIMATORS = ("pes", "tbptt")
 #: Estimator variants: name -> (registry name, options). ``tbptt_*`` are its remat policies
-#: and reverse-pass structures (``tbptt`` / ``tbptt_per_task_none``: the default, per-task
-#: gradients without remat; the others take the reverse pass w.r.t. the shared theta).
+#: and reverse-pass structures (``tbptt`` / ``tbptt_per_task_step``: the default, per-task
+#: gradients with per-step remat; ``tbptt_per_task_none``: the default before issue 16; the
+#: others take the reverse pass w.r.t. the shared theta).
 VARIANTS = {
     "pes": ("pes", {}),
     "pes_r1": ("pes", {"rank": 1}),

@@ -61,7 +61,7 @@ def chunked_unroll(
     ``chunk=None`` is one plain ``unroll_batch``. Outputs are ``[B, num_steps]``. ``ctx``:
     the tasks' contexts at the start (``[B, ...]``, problems with a ``context`` only); then
     ``thetas`` is one unbatched theta, used for the episodes begun by resets. ``last_only``
-    (the ``"last"`` meta-loss, no remat): the last step is peeled off the scan and the earlier
+    (the ``"last"`` meta-loss, no chunks): the last step is peeled off the scan and the earlier
     steps' reported losses are constants (``stop_gradient``), so reverse mode neither stores
     nor differentiates every step's validation pass, only the last one's (same estimate).
     ``theta_batched``: override (default: batched iff ``ctx is None``); ``False`` runs every

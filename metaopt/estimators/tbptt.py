@@ -34,19 +34,18 @@ Rematerialization (``remat``, memory O(T * state) in every case, independent of 
 * ``"block"``: chunks of ``block`` steps, each a checkpointed scan (``chunked_unroll``; the
   chunks draw their keys per chunk).
 
-Measured on the quiet 2-core machine (issue 16; ``bench.py meta-train --meta-loss train
---schedule log_uniform --devices 1``: 2 x 32 MLP optimizer on the digits MLP, 16 tasks,
-``T = 50``, one process, variants one after another): per task without remat 540
-task-steps/s, shared theta with per-step remat 682 (1.26x), with ``step_dots`` 582, with
-``block`` (10) 503; full-rank PES 1,380. Earlier, under heavy load, per-step remat with the
-shared theta had tied with the per-task estimator (123 vs 123); its memory was flat from
-horizon 1,000 to 10,000 (2,186 MB both). The defaults stay the per-task estimator without
-remat (its program has one reverse pass; the shared-theta program also holds the per-task
-fallback, which the cost counters and ``tests/hypergrad/test_costs.py`` read as compiled
-work); pass ``remat="step", shared_theta=True`` (``estimator.remat=step
-estimator.shared_theta=true`` on the command line) for the faster one.
+Measured on the 2-core machine (issue 16; ``bench.py meta-train --meta-loss train --schedule
+log_uniform --devices 1``: 2 x 32 MLP optimizer on the digits MLP, 16 tasks, ``T = 50``, all
+variants in one process, interleaved rounds): per task with per-step remat 754 task-steps/s
+(the default), per task without remat 599, shared theta with per-step remat 720; full-rank PES
+2,036 (``scripts/results/issue16.md``). Remat wins although it computes every step twice: the
+reverse pass without it reads back ~25 MB of stored activations per step. Memory is flat from
+horizon 1,000 to 10,000 (only the truncation's states are kept). ``shared_theta=True`` was
+the fastest before the per-parameter network's forward pass compiled to one fused kernel
+(which needs the per-task weights; :func:`metaopt.lopt.ppnet.narrow_matmul`).
 
-Cost per call: ``B T`` inner steps (``2 B T`` with remat) and ``B T`` step VJPs.
+Cost per call: ``B T`` inner steps (``2 B T`` with remat, ``B (2 T - 1)`` for the ``"last"``
+meta-loss, whose last step is not rematerialized) and ``B T`` step VJPs.
 """
 
 from __future__ import annotations
@@ -91,7 +90,7 @@ def truncated_backprop(
     meta_loss: str = "valid",
     stagger: str = "even",
     axis_name: str | None = None,
-    remat: str = "none",
+    remat: str = "step",
     block: int = 10,
     shared_theta: bool = False,
 ) -> base.Estimator:
@@ -105,8 +104,8 @@ def truncated_backprop(
       stagger: first-episode offsets of the tasks, one of ``metaopt.inner.truncation.STAGGERS``.
       axis_name: the mapped device axis the task batch is split over, or ``None``
         (data parallelism: see :mod:`metaopt.estimators.base`).
-      remat: rematerialization, one of :data:`REMATS` (module docstring); ``"step"`` with
-        ``shared_theta=True`` was the fastest on the benchmark.
+      remat: rematerialization, one of :data:`REMATS` (module docstring); ``"step"``
+        (default) was the fastest on the benchmark.
       block: steps per checkpointed chunk for ``remat="block"`` (must divide ``T``).
       shared_theta: reverse pass w.r.t. the shared theta, per-task only as a fallback
         (module docstring); ``False`` (default): always per task.
@@ -158,12 +157,13 @@ def truncated_backprop(
         if axis_name is not None:
             total, count = jax.lax.psum((total, count), axis_name)
         grad = jax.tree.map(lambda x: (x / jnp.maximum(count, 1.0)).astype(x.dtype), total)
-        remat_factor = 1 if (chunk is None and policy is None) else 2
+        # inner steps run again in the reverse pass (the peeled last step of "last" is not)
+        rerun = 0 if (chunk is None and policy is None) else unroll_length - int(last_only)
         metrics = {
             "meta_loss": base.mean_meta_loss(values, weights, finite),
             "nonfinite_steps": jnp.sum(~finite).astype(jnp.float32),
             "masked_tasks": jnp.sum(~ok).astype(jnp.float32),
-            **base.cost_metrics(num_tasks, remat_factor * unroll_length,
+            **base.cost_metrics(num_tasks, unroll_length + rerun,
                                 vjps=num_tasks * unroll_length),
         }
         return grad, TBPTTState(new), metrics

@@ -55,5 +55,6 @@ def rmd(
             raise ValueError("horizon: applies to full episodes (unroll_length=None); online, "
                              "the episodes' lengths come from the problem's schedule")
         est = tbptt.truncated_backprop(problem, num_tasks=num_tasks, unroll_length=unroll_length,
-                                       meta_loss="last", stagger=stagger, axis_name=axis_name)
+                                       meta_loss="last", stagger=stagger, axis_name=axis_name,
+                                       remat="none")
     return est._replace(name="rmd")

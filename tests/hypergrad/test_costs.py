@@ -64,6 +64,8 @@ CASES = {
     "full_backprop": dict(meta_loss="valid"),
     "full_backprop remat": dict(meta_loss="valid", checkpoint_every=3),
     "tbptt": dict(unroll_length=4, meta_loss="last"),
+    "tbptt no-remat": dict(unroll_length=4, meta_loss="last", remat="none"),
+    "tbptt remat-valid": dict(unroll_length=4, meta_loss="valid"),
     "es": dict(sigma=0.1),
     "truncated_es": dict(sigma=0.1, unroll_length=4),
     "pes": dict(sigma=0.1, unroll_length=4), "nres": dict(sigma=0.1, unroll_length=4),
