@@ -24,8 +24,9 @@ import quadratic_reference as Q
 from test_est_stochastic import LOG_LR, SIGMA, THETA, gauss_hermite_mean, mean_se, particle_sums
 
 from metaopt import estimators as E
-from metaopt import lopt, lowrank
+from metaopt import lopt, lowrank, tasks
 from metaopt.estimators import base, lowrank_noise, persistent_es
+from metaopt.inner import inner_problem, truncation
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -74,33 +75,32 @@ def test_lowrank_matmul_matches_the_materialized_weights():
 
 
 @pytest.mark.slow
-def test_lowrank_mlp_optimizer_matches_the_materialized_weights():
-    """Exactness of the factored evaluation: one update of the 2 x 32 MLP learned optimizer
-    vmapped over low-rank particles (shared hidden weights) against the dense weights
-    (float64)."""
+def test_lowrank_particles_unroll_like_their_materialized_weights():
+    """The inner problem gives an optimizer that does not take low-rank theta (the 2 x 32
+    MLP learned optimizer) each particle's dense ``w + a b^T``: an unroll of low-rank
+    particles, vmapped with the shared ``w`` (``in_axes`` ``None``), equals the unroll of the
+    materialized thetas; and those are ``theta +- E`` for the two halves (float64)."""
     with jax.enable_x64(True):
         k = jax.random.split(jax.random.PRNGKey(0), 4)
         learned = lopt.mlp_lopt(hidden=(32, 32))
+        assert not lowrank.takes_lowrank(learned.optimizer)
         theta = jax.tree.map(lambda a: a.astype(jnp.float64), learned.init(k[0]))
         noise = lowrank_noise.draw(k[1], theta, 3, 0.3, 2)
         thetas, axes = lowrank_noise.perturbed(theta, noise)
-        params = {"w": jax.random.normal(k[2], (6, 4)), "b": jax.random.normal(k[3], (4,))}
-        params = jax.tree.map(lambda p: jnp.stack([p, 2 * p, -p, p + 1, p - 1, 3 * p]), params)
-        grads = jax.tree.map(lambda p: jnp.sin(p), params)
-
-        def update(th, g, p):
-            opt = learned.optimizer(th)
-            return opt.update(g, opt.init(p), p, iteration=jnp.int32(3), num_steps=10)[0]
-
-        factored = jax.vmap(update, (axes, 0, 0))(thetas, grads, params)
-        dense = jax.vmap(update)(lowrank.materialize(thetas), grads, params)
-        for a, b in zip(jax.tree.leaves(factored), jax.tree.leaves(dense), strict=True):
+        dense = lowrank.materialize(thetas)
+        prob = inner_problem(tasks.quadratic_family(dim=4), learned.optimizer,
+                             schedule=truncation.constant(8))
+        states = prob.init_batch(k[2], dense, 6, theta_batched=True)
+        keys = jax.random.split(k[3], 6)
+        got = prob.unroll_batch(keys, thetas, states, 5, theta_batched=axes)
+        want = prob.unroll_batch(keys, dense, states, 5, theta_batched=True)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-15)
-        # the dense perturbations are the factors' product, +- for the two halves
+        assert float(jnp.max(jnp.abs(got[0].params - states.params))) > 1e-6  # it moved
         w0 = theta["layers"][1]["w"][None]
-        np.testing.assert_allclose(lowrank.materialize(thetas)["layers"][1]["w"][:3] - w0,
+        np.testing.assert_allclose(dense["layers"][1]["w"][:3] - w0,
                                    noise.dense["layers"][1]["w"], rtol=1e-9)
-        np.testing.assert_allclose(lowrank.materialize(thetas)["layers"][1]["w"][3:] - w0,
+        np.testing.assert_allclose(dense["layers"][1]["w"][3:] - w0,
                                    -noise.dense["layers"][1]["w"], rtol=1e-9)
 
 

@@ -106,6 +106,31 @@ def test_step_embedding():
                                atol=1e-5)  # clipped past the budget
 
 
+def test_narrow_matmul_is_the_matmul_with_its_derivatives():
+    """``narrow_matmul`` (broadcast product summed over K) equals ``x @ w`` in float64, and so
+    do its first derivatives (a VJP and a JVP) and a second one (the gradient of a VJP's
+    norm: reverse-over-reverse through the custom rule)."""
+    rng = np.random.default_rng(0)
+    with jax.enable_x64(True):
+        x = jnp.asarray(rng.normal(size=(2, 7, 32)))
+        w = jnp.asarray(rng.normal(size=(32, 2)))
+        g = jnp.asarray(rng.normal(size=(2, 7, 2)))
+        dx, dw = jnp.asarray(rng.normal(size=x.shape)), jnp.asarray(rng.normal(size=w.shape))
+
+        def second(f):
+            return jax.grad(lambda x_, w_: jnp.sum(jnp.square(
+                jax.vjp(f, x_, w_)[1](g)[1])), argnums=(0, 1))(x, w)
+
+        dot = lambda a, b: a @ b
+        got = (ppnet.narrow_matmul(x, w), jax.vjp(ppnet.narrow_matmul, x, w)[1](g),
+               jax.jvp(ppnet.narrow_matmul, (x, w), (dx, dw))[1], second(ppnet.narrow_matmul))
+        want = (x @ w, jax.vjp(dot, x, w)[1](g), jax.jvp(dot, (x, w), (dx, dw))[1],
+                second(dot))
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        assert a.dtype == jnp.float64
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("hidden", [(4,), pytest.param((3, 2), marks=pytest.mark.slow)])
 def test_fused_and_matmul_networks_agree(hidden):
     """The fused elementwise network equals its matmul form, its derivative (taken through
