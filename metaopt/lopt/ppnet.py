@@ -15,9 +15,10 @@ Two evaluations of the same function: with every hidden width at most
 :data:`FUSED_MAX_WIDTH`, the network is written as scalar-weighted sums of tensor-shaped
 arrays, which XLA compiles into one elementwise loop (no ``[n, F]`` matrix is built, no
 matmul with a tiny inner dimension); otherwise features are stacked to ``[n, F]`` and
-multiplied by the weight matrices, the narrow output layer (and the skip) as broadcast
-products summed over the width (:func:`narrow_matmul`), so that XLA:CPU compiles the whole
-network into one kernel (measured 1.4x on PES meta-training, ``scripts/results/issue16.md``).
+multiplied by the weight matrices, the narrow output layer as a broadcast product summed
+over the width (:func:`narrow_matmul`), so that XLA:CPU compiles the whole network into one
+kernel (measured 1.4x on PES meta-training, ``scripts/results/issue16.md``; the skip stays a
+``dot``: as a broadcast sum it was pulled into a slower fusion).
 The fused form's derivatives (``custom_jvp``) are taken
 through the matmul form, so meta-gradients need a few dots instead of ``F * H`` scalar
 reductions. :func:`apply_net_flat` is the matmul form on the flat layout of :mod:`.flat`
