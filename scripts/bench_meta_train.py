@@ -124,18 +124,26 @@ def setup_devices(args) -> int:
     return n
 
 
+def task_and_lopt(args):
+    """``(task, learned optimizer)`` of the benchmark: the digits MLP 64-32-10 and ``--lopt``
+    (``mlp``: the 2 x 32 per-parameter MLP)."""
+    from metaopt import lopt, tasks
+
+    task = tasks.mlp_classifier(hidden=(32,), batch_size=args.batch_size)
+    return task, lopt.mlp_lopt(hidden=(32, 32)) if args.lopt == "mlp" else lopt.make(args.lopt)
+
+
 def build(estimator: str, args, horizon: int, num_devices: int = 1):
     """``(jitted step, initial OuterState)`` of one configuration, the tasks split over
     ``num_devices`` devices (the same outer updates as one device)."""
     import jax
     import optax
 
-    from metaopt import distributed, estimators, lopt, tasks
+    from metaopt import distributed, estimators
     from metaopt.inner import inner_problem
     from metaopt.outer import outer_trainer
 
-    task = tasks.mlp_classifier(hidden=(32,), batch_size=args.batch_size)
-    learned = lopt.mlp_lopt(hidden=(32, 32)) if args.lopt == "mlp" else lopt.make(args.lopt)
+    task, learned = task_and_lopt(args)
     problem = inner_problem(task, learned.optimizer, schedule=schedule_of(args, horizon),
                             valid=args.meta_loss != "train")
     registered, options = VARIANTS[estimator]

@@ -91,12 +91,12 @@ def evaluator(args):
     ``--eval-steps`` steps by the learned optimizer (the same tasks and batches every call)."""
     import jax
     import jax.numpy as jnp
+    from bench_meta_train import task_and_lopt
 
-    from metaopt import lopt, tasks
     from metaopt.inner import inner_problem, truncation
 
-    task = tasks.mlp_classifier(hidden=(32,), batch_size=args.batch_size)
-    problem = inner_problem(task, lopt.mlp_lopt(hidden=(32, 32)).optimizer,
+    task, learned = task_and_lopt(args)
+    problem = inner_problem(task, learned.optimizer,
                             schedule=truncation.constant(args.eval_steps), valid=False)
     k_init, k_run = jax.random.split(jax.random.PRNGKey(12345))
 
