@@ -36,15 +36,18 @@ Rematerialization (``remat``, memory O(T * state) in every case, independent of 
 
 Measured on the 2-core machine (issue 16, ``scripts/results/issue16.md``; ``bench.py
 meta-train --meta-loss train --schedule log_uniform --devices 1``: 2 x 32 MLP optimizer on the
-digits MLP, 16 tasks, ``T = 50``; best of two runs alternating with the estimator of the
-issue's commit): per task with per-step remat (the default) 732 task-steps/s, per task
-without remat 538 (the issue's estimator: 544 on its own commit), shared theta with per-step
-remat 640; full-rank PES 1,910. Remat wins although it computes every step twice: without it
-the reverse pass reads back every step's stored activations (the network's ``[16 x 2,410, 32]``
-hidden activations alone are 4.9 MB per layer and step). Peak memory 1,040 MB at
-horizon 1,000 and 1,049 MB at 10,000 (only the truncation's states are kept). The shared
-theta was the fastest before the per-parameter network's forward pass compiled to one fused
-kernel, which needs per-task weights (:func:`metaopt.lopt.ppnet.narrow_matmul`).
+digits MLP, 16 tasks, ``T = 50``; runs alternating with the estimator of the issue's
+commit): per task with per-step remat (the default) 897 task-steps/s, best of four runs
+(764-897) against 602 (545-602) for the issue's estimator on its commit; full-rank PES 2,037.
+Earlier, before the network's output-layer gradient became matrix-vector products
+(:func:`metaopt.lopt.ppnet.narrow_matmul`): per-step remat 732, no remat 538, shared theta
+with per-step remat 640. Remat wins although it computes every step twice: without it the
+reverse pass reads back every step's stored activations (the network's ``[16 x 2,410, 32]``
+hidden activations alone are 4.9 MB per layer and step); saving only those (a
+``save_only_these_names`` policy) tied with per-step remat. Peak memory 1,040 MB at horizon
+1,000 and 1,049 MB at 10,000 (only the truncation's states are kept). The shared theta was
+the fastest before the per-parameter network's forward pass compiled to one fused kernel,
+which needs per-task weights.
 
 Cost per call: ``B T`` inner steps (``2 B T`` with remat, ``B (2 T - 1)`` for the ``"last"``
 meta-loss, whose last step is not rematerialized) and ``B T`` step VJPs.
