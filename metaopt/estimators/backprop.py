@@ -55,6 +55,7 @@ def chunked_unroll(
     last_only: bool = False,
     theta_batched: bool | None = None,
     remat=None,
+    groups: int = 1,
 ) -> tuple[InnerState, StepOut]:
     """``unroll_batch`` (theta batched ``[B, ...]``) as ``num_steps / chunk`` remat'ed chunks.
 
@@ -66,14 +67,17 @@ def chunked_unroll(
     nor differentiates every step's validation pass, only the last one's (same estimate).
     ``theta_batched``: override (default: batched iff ``ctx is None``); ``False`` runs every
     task with the one shared ``thetas``. ``remat``: a per-step ``jax.checkpoint`` policy
-    (``scan_batch``'s), for the unchunked unroll.
+    (``scan_batch``'s), for the unchunked unroll. ``groups``: ``scan_batch``'s (the batch
+    mapped in that many independent slices per step; same values).
     """
     batched = ctx is None if theta_batched is None else theta_batched
     if last_only and chunk is None:
-        return _unroll_last_only(problem, keys, thetas, states, num_steps, ctx, batched, remat)
+        return _unroll_last_only(problem, keys, thetas, states, num_steps, ctx, batched, remat,
+                                 groups)
     if chunk is None:
         states, _, outs = problem.scan_batch(batch_keys(keys, num_steps), thetas, states, ctx,
-                                             theta_batched=batched, remat=remat)
+                                             theta_batched=batched, remat=remat,
+                                             groups=groups)
         return states, jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), outs)
     num_chunks = num_steps // chunk
     chunk_keys = jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, num_chunks))(keys), 0, 1)
@@ -81,7 +85,8 @@ def chunked_unroll(
     @jax.checkpoint
     def run_chunk(th, carry, k):
         s, c = carry
-        s, c, o = problem.scan_batch(batch_keys(k, chunk), th, s, c, theta_batched=batched)
+        s, c, o = problem.scan_batch(batch_keys(k, chunk), th, s, c, theta_batched=batched,
+                                     groups=groups)
         return (s, c if ctx is not None else None), o
 
     (states, _), outs = jax.lax.scan(lambda c, k: run_chunk(thetas, c, k), (states, ctx),
@@ -92,11 +97,12 @@ def chunked_unroll(
     )
 
 
-def _unroll_last_only(problem, keys, thetas, states, num_steps, ctx, batched, remat=None):
+def _unroll_last_only(problem, keys, thetas, states, num_steps, ctx, batched, remat=None,
+                      groups=1):
     """The last step peeled off the scan (see :func:`chunked_unroll`)."""
     step_keys = batch_keys(keys, num_steps)  # [n, B, 4]
     states, ctx, outs = problem.scan_batch(step_keys[:-1], thetas, states, ctx,
-                                           theta_batched=batched, remat=remat)
+                                           theta_batched=batched, remat=remat, groups=groups)
     outs = jax.lax.stop_gradient(outs)
     c_axis = 0 if (problem.context is not None or batched) else None
     new, last = jax.vmap(problem.phi, (0, c_axis, 0))(step_keys[-1], ctx, states)

@@ -122,6 +122,56 @@ def batch_keys(keys: jax.Array, num_steps: int) -> jax.Array:
     return jnp.swapaxes(jax.vmap(lambda k: unroll_keys(k, num_steps))(keys), 0, 1)
 
 
+def grouped_vmap(fn: Callable, in_axes: tuple, groups: int) -> Callable:
+    """``jax.vmap(fn, in_axes)`` computed on ``groups`` equal slices of the batch, then
+    concatenated (outputs batched on axis 0): the same values as one ``vmap``, as ``groups``
+    independent chains of kernels. XLA:CPU runs independent kernels concurrently, so two
+    chains of half-size kernels keep both cores of a small machine busy where one chain of
+    small kernels leaves one idle (TBPTT's reverse pass: ``scripts/results/issue16.md``).
+
+    ``in_axes`` entries are ``0`` or ``None`` or trees of them (prefixes of the arguments);
+    the batch size must be a multiple of ``groups`` (``ValueError`` otherwise).
+    """
+    groups = _check_groups(groups)
+    mapped = jax.vmap(fn, in_axes)
+    if groups == 1:
+        return mapped
+
+    def slice_arg(axes, arg, start, stop):
+        return jax.tree.map(
+            lambda ax, sub: sub if ax is None else jax.tree.map(
+                lambda a: jax.lax.slice_in_dim(a, start, stop, axis=ax), sub),
+            axes, arg, is_leaf=lambda x: x is None)
+
+    def run(*args):
+        sizes = {a.shape[ax] for axes, arg in zip(in_axes, args, strict=True)
+                 for ax, a in _axis_leaves(axes, arg)}
+        (size,) = sizes
+        if size % groups:
+            raise ValueError(f"groups: must divide the batch size {size}, got {groups}")
+        n = size // groups
+        parts = [mapped(*(slice_arg(ax, a, g * n, (g + 1) * n)
+                          for ax, a in zip(in_axes, args, strict=True)))
+                 for g in range(groups)]
+        return jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+
+    return run
+
+
+def _check_groups(groups) -> int:
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"groups: expected a positive int, got {groups!r}")
+    return groups
+
+
+def _axis_leaves(axes, arg) -> list[tuple[int, jax.Array]]:
+    """``(axis, leaf)`` for every leaf of ``arg`` mapped over a non-``None`` axis."""
+    out = []
+    jax.tree.map(lambda ax, sub: out.extend((ax, a) for a in jax.tree.leaves(sub))
+                 if ax is not None else None, axes, arg, is_leaf=lambda x: x is None)
+    return out
+
+
 def finish(loss: jax.Array, meta: jax.Array, state: InnerState, new: InnerState
            ) -> tuple[InnerState, StepOut]:
     """``(new, StepOut)`` with the iteration advanced and ``done`` / ``nonfinite`` decided."""
@@ -190,17 +240,20 @@ def assemble(
 
         return jax.lax.cond(jnp.any(done), reset, lambda: (new, ctx))
 
-    def scan_batch(keys, theta, states, ctx=None, theta_batched=False, remat=None):
+    def scan_batch(keys, theta, states, ctx=None, theta_batched=False, remat=None, groups=1):
         """Run a batch over explicit step keys ``[n, B, 4]``; returns ``(states, ctx, outs)``
         with ``outs`` ``[n, B]`` and ``ctx`` the tasks' contexts at the end (``ctx=None``:
         computed from ``states`` here; ignored without a context). ``remat``: ``None``, or a
         ``jax.checkpoint`` policy (``True``: save nothing) applied to each step, so that
-        reverse mode stores only the carried states between steps and recomputes the rest."""
+        reverse mode stores only the carried states between steps and recomputes the rest.
+        ``groups``: each step maps ``phi`` over that many independent slices of the batch
+        (:func:`grouped_vmap`; same values)."""
         c_axis = ctx_axis(theta_batched)
+        phi_batch = grouped_vmap(phi, (0, c_axis, 0), groups)
 
         def body(carry, k):
             s, c = carry if context is not None else (carry, theta)
-            new, out = jax.vmap(phi, (0, c_axis, 0))(k, c, s)
+            new, out = phi_batch(k, c, s)
             new, c = reset_batch(k, theta, c, new, out.done, theta_batched)
             return ((new, c) if context is not None else new), out
 

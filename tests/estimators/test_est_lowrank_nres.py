@@ -234,14 +234,19 @@ def test_tbptt_remat_and_shared_theta_give_the_per_task_gradient(remat, shared):
         kw = dict(num_tasks=3, unroll_length=10, stagger="none")
         ref_est = E.truncated_backprop(prob, remat="none", shared_theta=False, **kw)
         est = E.truncated_backprop(prob, remat=remat, shared_theta=shared, block=5, **kw)
-        state = ref_est.init(jax.random.PRNGKey(0), theta)
-        for key in jax.random.split(jax.random.PRNGKey(1), 2):
-            g_ref, new_ref, _ = ref_est.estimate(key, theta, state)
-            g, new, _ = est.estimate(key, theta, state)
-            np.testing.assert_allclose(g["log_lr"], g_ref["log_lr"], rtol=1e-10)
-            np.testing.assert_allclose(new.inner.params, new_ref.inner.params, rtol=1e-12)
-            state = new_ref
-        assert np.isfinite(float(g["log_lr"]))
+        _assert_same_estimates(ref_est, est, theta, rtol=1e-10)
+
+
+def _assert_same_estimates(ref_est, est, theta, rtol):
+    """Two TBPTT estimators give the same gradient and next states over two truncations."""
+    state = ref_est.init(jax.random.PRNGKey(0), theta)
+    for key in jax.random.split(jax.random.PRNGKey(1), 2):
+        g_ref, new_ref, metrics = ref_est.estimate(key, theta, state)
+        g, new, _ = est.estimate(key, theta, state)
+        np.testing.assert_allclose(g["log_lr"], g_ref["log_lr"], rtol=rtol)
+        np.testing.assert_allclose(new.inner.params, new_ref.inner.params, rtol=1e-12)
+        state = new_ref
+    assert np.isfinite(float(g["log_lr"])) and float(metrics["meta_loss"]) > 0
 
 
 @pytest.mark.slow
@@ -259,6 +264,18 @@ def test_tbptt_shared_theta_falls_back_to_per_task_masking():
     assert np.isfinite(float(ga["log_lr"]))
 
 
+@pytest.mark.parametrize("remat", ["step", "block"])
+def test_tbptt_task_groups_give_the_one_vmap_gradient(remat):
+    """Tasks mapped in 2 slices per step (the CPU default for even batches) give the same
+    gradient and states as one ``vmap`` (float64; resets inside the truncations)."""
+    with jax.enable_x64(True):
+        prob = Q.problem(Q.diag_family(), 7)
+        theta = {"log_lr": jnp.asarray(LOG_LR, jnp.float64)}
+        kw = dict(num_tasks=4, unroll_length=10, stagger="even", remat=remat, block=5)
+        one, two = (E.truncated_backprop(prob, task_groups=g, **kw) for g in (1, 2))
+        _assert_same_estimates(one, two, theta, rtol=1e-12)
+
+
 def test_tbptt_options_are_validated():
     prob = Q.problem(Q.fixed_task(), 10)
     with pytest.raises(ValueError, match="remat"):
@@ -267,4 +284,8 @@ def test_tbptt_options_are_validated():
         E.truncated_backprop(prob, num_tasks=1, unroll_length=4, remat="block", block=3)
     with pytest.raises(TypeError, match="shared_theta"):
         E.truncated_backprop(prob, num_tasks=1, unroll_length=4, shared_theta=1)
+    with pytest.raises(ValueError, match="task_groups: must divide num_tasks=6, got 4"):
+        E.truncated_backprop(prob, num_tasks=6, unroll_length=4, task_groups=4)
+    with pytest.raises(ValueError, match="task_groups"):
+        E.truncated_backprop(prob, num_tasks=6, unroll_length=4, task_groups=0)
 
