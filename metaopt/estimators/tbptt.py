@@ -55,13 +55,13 @@ Task groups (``task_groups``): each step maps the tasks in that many independent
 float64). XLA:CPU runs independent kernels at once, and most kernels of the reverse pass are
 too small to use both cores of a small machine alone; two chains of half-size kernels fill
 them. Measured in-process against one ``vmap`` (same configuration, medians of paired
-rounds): +6% to +17% for the 2 x 32 MLP optimizer (three runs), +21% for the hierarchical
+rounds): +4% to +17% for the 2 x 32 MLP optimizer (four runs), +21% for the hierarchical
 one, +11% for the learnable Adam, the LSTM within noise (+1%); with two CPU devices (8 tasks
 each) +3%. Against the issue's commit, alternating processes, four rounds: 811/799/834/709
-task-steps/s against 531/509/546/526 (1.53x best vs best and median paired; 1.49x / 1.39x
-with one ``vmap``). The default (``None``) is two groups on the CPU backend when the local
-batch is even and at least 4, one elsewhere (accelerators run one large kernel better than
-two half-size ones; not measured here).
+task-steps/s against 531/509/546/526 (1.53x best vs best and median paired; a second run
+1.52x / 1.58x; 1.49x / 1.39x with one ``vmap``). The default (``None``) is two groups on the
+CPU backend when the local batch is even and at least 4, one elsewhere (accelerators run one
+large kernel better than two half-size ones; not measured here).
 
 Cost per call: ``B T`` inner steps (``2 B T`` with remat, ``B (2 T - 1)`` for the ``"last"``
 meta-loss, whose last step is not rematerialized) and ``B T`` step VJPs.
