@@ -146,6 +146,8 @@ def grouped_vmap(fn: Callable, in_axes: tuple, groups: int) -> Callable:
     def run(*args):
         sizes = {a.shape[ax] for axes, arg in zip(in_axes, args, strict=True)
                  for ax, a in _axis_leaves(axes, arg)}
+        if len(sizes) != 1:  # no mapped leaf, or inconsistent sizes: vmap's own error
+            return mapped(*args)
         (size,) = sizes
         if size % groups:
             raise ValueError(f"groups: must divide the batch size {size}, got {groups}")
