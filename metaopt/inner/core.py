@@ -138,14 +138,13 @@ def grouped_vmap(fn: Callable, in_axes: tuple, groups: int) -> Callable:
         return mapped
 
     def slice_arg(axes, arg, start, stop):
-        return jax.tree.map(
-            lambda ax, sub: sub if ax is None else jax.tree.map(
-                lambda a: jax.lax.slice_in_dim(a, start, stop, axis=ax), sub),
-            axes, arg, is_leaf=lambda x: x is None)
+        return _map_mapped(lambda ax, a: jax.lax.slice_in_dim(a, start, stop, axis=ax),
+                           axes, arg)
 
     def run(*args):
-        sizes = {a.shape[ax] for axes, arg in zip(in_axes, args, strict=True)
-                 for ax, a in _axis_leaves(axes, arg)}
+        sizes = set(jax.tree.leaves([_map_mapped(lambda ax, a: a.shape[ax], axes, arg,
+                                                 keep_unmapped=False)
+                                     for axes, arg in zip(in_axes, args, strict=True)]))
         if len(sizes) != 1:  # no mapped leaf, or inconsistent sizes: vmap's own error
             return mapped(*args)
         (size,) = sizes
@@ -166,12 +165,12 @@ def _check_groups(groups) -> int:
     return groups
 
 
-def _axis_leaves(axes, arg) -> list[tuple[int, jax.Array]]:
-    """``(axis, leaf)`` for every leaf of ``arg`` mapped over a non-``None`` axis."""
-    out = []
-    jax.tree.map(lambda ax, sub: out.extend((ax, a) for a in jax.tree.leaves(sub))
-                 if ax is not None else None, axes, arg, is_leaf=lambda x: x is None)
-    return out
+def _map_mapped(f: Callable, axes, arg, keep_unmapped: bool = True):
+    """``arg`` with ``f(axis, leaf)`` applied to the leaves mapped over an axis (``axes`` a
+    prefix tree of ``0`` / ``None``); unmapped subtrees are kept, or dropped (``None``)."""
+    return jax.tree.map(
+        lambda ax, sub: (sub if keep_unmapped else None) if ax is None
+        else jax.tree.map(lambda a: f(ax, a), sub), axes, arg, is_leaf=lambda x: x is None)
 
 
 def finish(loss: jax.Array, meta: jax.Array, state: InnerState, new: InnerState
