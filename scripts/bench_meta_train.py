@@ -44,7 +44,9 @@ ESTIMATORS = ("pes", "tbptt")
 #: and reverse-pass structures (``tbptt`` / ``tbptt_per_task_step``: the default, per-task
 #: gradients with per-step remat; ``tbptt_per_task_none``: the default before issue 16; the
 #: others take the reverse pass w.r.t. the shared theta; ``tbptt_groups1`` maps the tasks in
-#: one ``vmap`` per step instead of the CPU default of two slices).
+#: one ``vmap`` per step instead of the CPU default of two slices). ``full_backprop*``: exact
+#: backprop through the first ``--unroll`` steps of fresh tasks (the default per-step remat,
+#: no remat, per-step remat in one ``vmap``, chunks of 10 steps).
 VARIANTS = {
     "pes": ("pes", {}),
     "pes_r1": ("pes", {"rank": 1}),
@@ -61,6 +63,10 @@ VARIANTS = {
     "tbptt_per_task_none": ("tbptt", {"remat": "none", "shared_theta": False}),
     "tbptt_per_task_step": ("tbptt", {"remat": "step", "shared_theta": False}),
     "tbptt_groups1": ("tbptt", {"task_groups": 1}),
+    "full_backprop": ("full_backprop", {}),
+    "full_backprop_none": ("full_backprop", {"remat": "none"}),
+    "full_backprop_groups1": ("full_backprop", {"task_groups": 1}),
+    "full_backprop_block10": ("full_backprop", {"checkpoint_every": 10, "remat": "none"}),
 }
 MEMORY_HORIZONS = (1000, 10000)
 
@@ -152,9 +158,13 @@ def build(estimator: str, args, horizon: int, num_devices: int = 1):
     lr = getattr(args, "lr", 1e-3)
 
     def trainer(num_tasks, axis_name=None):
-        kwargs = dict(num_tasks=num_tasks, unroll_length=args.unroll, stagger="even",
-                      meta_loss=args.meta_loss, axis_name=axis_name, **options)
-        if registered != "tbptt":
+        kwargs = dict(num_tasks=num_tasks, meta_loss=args.meta_loss, axis_name=axis_name,
+                      **options)
+        if registered == "full_backprop":  # fresh tasks, episodes cut at --unroll steps
+            kwargs["horizon"] = args.unroll
+        else:
+            kwargs.update(unroll_length=args.unroll, stagger="even")
+        if registered not in ("tbptt", "full_backprop"):
             kwargs["sigma"] = args.sigma
         est = estimators.make(registered, problem, **kwargs)
         return outer_trainer(est, optax.adam(lr), clip_norm=1.0, axis_name=axis_name)

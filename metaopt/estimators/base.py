@@ -104,6 +104,32 @@ def check_positive_float(name: str, value: object) -> float:
     return float(value)
 
 
+def check_task_groups(task_groups: object, num_tasks: int) -> int | None:
+    """``task_groups``: ``None`` (the default of :func:`task_groups_for`) or a positive int
+    dividing ``num_tasks``."""
+    if task_groups is None:
+        return None
+    task_groups = check_positive_int("task_groups", task_groups)
+    if num_tasks % task_groups:
+        raise ValueError(f"task_groups: must divide num_tasks={num_tasks}, got {task_groups}")
+    return task_groups
+
+
+def task_groups_for(task_groups: int | None, local_tasks: int) -> int:
+    """Independent slices the reverse-mode estimators map their ``local_tasks`` tasks in per
+    step (:func:`metaopt.inner.core.grouped_vmap`: the values of one ``vmap``).
+
+    ``task_groups``, or by default 2 on the CPU backend when ``local_tasks`` is even and at
+    least 4, else 1: XLA:CPU runs independent kernels at once, and most kernels of a reverse
+    pass are too small to use both cores of a small machine alone (measured in
+    ``scripts/results/issue16.md``; accelerators run one big kernel better).
+    """
+    if task_groups is not None:
+        return task_groups
+    cpu = jax.default_backend() == "cpu"
+    return 2 if cpu and local_tasks >= 4 and local_tasks % 2 == 0 else 1
+
+
 def check_meta_loss(meta_loss: str, problem: InnerProblem) -> str:
     if meta_loss not in META_LOSSES:
         raise ValueError(

@@ -75,7 +75,7 @@ import jax
 import jax.numpy as jnp
 
 from metaopt.estimators import base
-from metaopt.estimators.backprop import _sum_first, chunked_unroll, per_task_grad
+from metaopt.estimators.backprop import _sum_first, chunked_unroll, per_task_grad, step_policy
 from metaopt.inner import InnerProblem, InnerState
 
 REMATS = ("none", "step", "step_dots", "block")
@@ -96,9 +96,7 @@ def _remat_args(remat: str, block: int, unroll_length: int):
         if unroll_length % block:
             raise ValueError(f"block: must divide unroll_length={unroll_length}, got {block}")
         return block, None
-    policy = {"none": None, "step": True,
-              "step_dots": jax.checkpoint_policies.dots_saveable}[remat]
-    return None, policy
+    return None, step_policy(remat)
 
 
 def truncated_backprop(
@@ -132,7 +130,7 @@ def truncated_backprop(
       task_groups: each step maps the tasks in that many independent slices
         (:func:`metaopt.inner.core.grouped_vmap`: same values, more kernels running at once);
         must divide ``num_tasks``. ``None`` (default): 2 on the CPU backend when the local
-        batch is even and at least 4 (module docstring), else 1.
+        batch is even and at least 4, else 1 (:func:`~.base.task_groups_for`).
     """
     problem = base.check_problem(problem)
     num_tasks = base.check_positive_int("num_tasks", num_tasks)
@@ -143,11 +141,7 @@ def truncated_backprop(
     chunk, policy = _remat_args(remat, block, unroll_length)
     if not isinstance(shared_theta, bool):
         raise TypeError(f"shared_theta: expected True or False, got {shared_theta!r}")
-    if task_groups is not None:
-        task_groups = base.check_positive_int("task_groups", task_groups)
-        if num_tasks % task_groups:
-            raise ValueError(f"task_groups: must divide num_tasks={num_tasks}, "
-                             f"got {task_groups}")
+    task_groups = base.check_task_groups(task_groups, num_tasks)
     weights = base.step_weights(meta_loss, unroll_length)
     last_only = meta_loss == "last" and chunk is None
 
@@ -158,7 +152,7 @@ def truncated_backprop(
     def estimate(key, theta, state):
         keys = base.split_keys(key, num_tasks, axis_name)
         start = jax.lax.stop_gradient(state.inner)  # truncation boundary: no gradient into s
-        groups = _groups(task_groups, keys.shape[0])
+        groups = base.task_groups_for(task_groups, keys.shape[0])
 
         def losses(th, batched):
             new, out = chunked_unroll(problem, keys, th, start, unroll_length, chunk, None,
@@ -200,14 +194,6 @@ def truncated_backprop(
         return grad, TBPTTState(new), metrics
 
     return base.Estimator(init=init, estimate=estimate, name="tbptt")
-
-
-def _groups(task_groups: int | None, local_tasks: int) -> int:
-    """``task_groups``, or its default for ``local_tasks`` tasks on this device."""
-    if task_groups is not None:
-        return task_groups
-    cpu = jax.default_backend() == "cpu"
-    return 2 if cpu and local_tasks >= 4 and local_tasks % 2 == 0 else 1
 
 
 def _masked_sum(grads, ok):

@@ -47,7 +47,7 @@ def rmd(
     if unroll_length is None:
         est = backprop.full_backprop(problem, num_tasks=num_tasks, horizon=horizon,
                                      meta_loss="last", checkpoint_every=1 if remat else None,
-                                     axis_name=axis_name)
+                                     remat="none", axis_name=axis_name)
     else:
         if remat:
             raise ValueError("remat: applies to full episodes (unroll_length=None)")

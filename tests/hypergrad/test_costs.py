@@ -62,7 +62,10 @@ def count(jaxpr, name: str) -> int:
 
 CASES = {
     "full_backprop": dict(meta_loss="valid"),
-    "full_backprop remat": dict(meta_loss="valid", checkpoint_every=3),
+    "full_backprop chunks": dict(meta_loss="valid", checkpoint_every=3, remat="none"),
+    "full_backprop two-level": dict(meta_loss="last", checkpoint_every=3),
+    "full_backprop no-remat": dict(meta_loss="valid", remat="none"),
+    "full_backprop last": dict(meta_loss="last"),
     "tbptt": dict(unroll_length=4, meta_loss="last"),
     "tbptt no-remat": dict(unroll_length=4, meta_loss="last", remat="none"),
     "tbptt remat-valid": dict(unroll_length=4, meta_loss="valid"),

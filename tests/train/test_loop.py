@@ -59,9 +59,12 @@ def _spy_on_keys(monkeypatch):
 
 
 @pytest.mark.parametrize("name, overrides, per_step", [
-    # ES and full backprop unroll whole 12-step episodes: 2 x 2 x 12 and 2 x 12 inner steps
+    # ES and full backprop unroll whole 12-step episodes: 2 x 2 x 12 inner steps, and
+    # 2 x 12 each run twice (full backprop's default per-step remat)
     ("es", ["estimator.name=es", "estimator.num_tasks=2", "estimator.sigma=0.1"], 48),
-    ("full_backprop", ["estimator.name=full_backprop", "estimator.num_tasks=2"], 24),
+    ("full_backprop", ["estimator.name=full_backprop", "estimator.num_tasks=2"], 48),
+    ("full_backprop", ["estimator.name=full_backprop", "estimator.num_tasks=2",
+                       "estimator.remat=none"], 24),
     # two families, each PES: 2 x (2 pairs x 2 halves x 4 steps)
     pytest.param("mixture", ["task.name=mixture", "task.a.name=quadratic",
                              "task.b.name=quadratic", "task.b.dim=5"], 32,
