@@ -3,17 +3,16 @@
 One hypergradient of the validation loss after T steps of SGD (lr 0.1, batch 128) on the
 digits MLP 64-32-10 with respect to per-example weights (alpha: 1,077 logits, the
 hyper-cleaning setup), at T = 10, 100, 1000. Each configuration runs in its own process, so
-``peak_mb`` is that process's peak resident memory (``ru_maxrss``: JAX runtime + compilation +
-buffers); ``xla_temp_mb`` is XLA's own count of the compiled program's temporary buffers (the
-stored trajectory, for RMD); ``seconds`` is the best of ``--repeats`` timed calls after
-compilation.
+``peak_mb`` is that process's peak resident memory (``VmHWM``, :func:`benchutil.peak_rss_mb`:
+JAX runtime + compilation + buffers); ``xla_temp_mb`` is XLA's own count of the compiled
+program's temporary buffers (the stored trajectory, for RMD); ``seconds`` is the best of
+``--repeats`` timed calls after compilation.
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
-import resource
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ def _measure(method: str, horizon: int, repeats: int) -> dict:
     import jax
     import jax.numpy as jnp
     import optax
+    from benchutil import peak_rss_mb
 
     from metaopt import hypergrad as hg
     from metaopt import tasks
@@ -56,8 +56,7 @@ def _measure(method: str, horizon: int, repeats: int) -> dict:
         t0 = time.perf_counter()
         jax.block_until_ready(compiled(jax.random.key(i + 1), alpha, state))
         best = min(best, time.perf_counter() - t0)
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return {"peak_mb": round(peak_kb / 1024, 1), "seconds": round(best, 4),
+    return {"peak_mb": round(peak_rss_mb(), 1), "seconds": round(best, 4),
             "xla_temp_mb": round(temp / 2**20, 2)}
 
 
@@ -85,7 +84,7 @@ def run(args) -> dict:
             r = _child(m, h, args.repeats)
             result[m][str(h)] = r
             rows.append((m, h, r["peak_mb"], r["xla_temp_mb"], f"{r['seconds']:.4f}"))
-    print_table(rows, ("method", "T", "peak MB (ru_maxrss)", "XLA temp MB", "s / hypergrad"))
+    print_table(rows, ("method", "T", "peak MB (VmHWM)", "XLA temp MB", "s / hypergrad"))
     return result
 
 

@@ -15,9 +15,10 @@ tasks split over them (``metaopt.distributed``, the data-parallel step of ``meta
 XLA:CPU runs one device's small batched operations mostly on one core, so this is what uses a
 multi-core CPU; on an accelerator, all of them. ``--devices 1`` is the single-device figure.
 The jitted step donates its input state (as ``metaopt train`` does), so XLA reuses the state's
-buffers for the output instead of holding both. Peak memory (``ru_maxrss`` of a fresh
-process that builds, compiles and runs ``--memory-steps`` outer steps of one configuration)
-is reported at episode horizons 1,000 and 10,000 (on an
+buffers for the output instead of holding both. Peak memory (``VmHWM``, the peak resident
+memory of a fresh process that builds, compiles and runs ``--memory-steps`` outer steps of one
+configuration; :func:`benchutil.peak_rss_mb`) is reported at episode horizons 1,000 and
+10,000 (on an
 accelerator also its allocator's peak, ``*_device_peak_mb_*`` in the JSON): PES and TBPTT keep
 only the current truncation, so it should not grow with the horizon.
 
@@ -34,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import resource
 import subprocess
 import sys
 import time
@@ -226,6 +226,7 @@ def peak_memory_mb(estimator: str, horizon: int, args) -> dict:
 
 def _worker(estimator: str, horizon: int, raw: str) -> None:
     import jax
+    from benchutil import peak_rss_mb
 
     args = argparse.Namespace(**json.loads(raw))
     args.schedule = "constant"  # the memory runs: constant episodes of ``horizon`` steps
@@ -233,8 +234,7 @@ def _worker(estimator: str, horizon: int, raw: str) -> None:
     for key in jax.random.split(jax.random.PRNGKey(2), args.memory_steps):
         state, metrics = step(key, state)
     jax.block_until_ready(metrics)
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
-    result = {"peak_mb": peak_kb / 1024.0}
+    result = {"peak_mb": peak_rss_mb()}
     stats = jax.devices()[0].memory_stats() or {}  # accelerators: the allocator's peak
     if "peak_bytes_in_use" in stats:
         result["device_peak_mb"] = stats["peak_bytes_in_use"] / 2**20

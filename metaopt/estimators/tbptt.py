@@ -44,9 +44,9 @@ Earlier, before the network's output-layer gradient became matrix-vector product
 with per-step remat 640. Remat wins although it computes every step twice: without it the
 reverse pass reads back every step's stored activations (the network's ``[16 x 2,410, 32]``
 hidden activations alone are 4.9 MB per layer and step); saving only those (a
-``save_only_these_names`` policy) tied with per-step remat. Peak memory flat from horizon
-1,000 to 10,000 (only the truncation's states are kept): 1,060 MB in one run, 1,277 MB in
-another (one ``vmap``), 1,295 / 1,286 MB with two task groups. The shared theta was
+``save_only_these_names`` policy) tied with per-step remat. Peak memory (``VmHWM`` of a
+fresh process) flat from horizon 1,000 to 10,000 (only the truncation's states are kept):
+1,294 / 1,270 MB with two task groups, 1,092 / 1,030 MB with one ``vmap``. The shared theta was
 the fastest before the per-parameter network's forward pass compiled to one fused kernel,
 which needs per-task weights.
 
