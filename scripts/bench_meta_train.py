@@ -46,7 +46,8 @@ ESTIMATORS = ("pes", "tbptt")
 #: others take the reverse pass w.r.t. the shared theta; ``tbptt_groups1`` maps the tasks in
 #: one ``vmap`` per step instead of the CPU default of two slices). ``full_backprop*``: exact
 #: backprop through the first ``--unroll`` steps of fresh tasks (the default per-step remat,
-#: no remat, per-step remat in one ``vmap``, chunks of 10 steps).
+#: no remat, per-step remat in one ``vmap``, chunks of 10 steps storing their activations or,
+#: two-level, their steps' states).
 VARIANTS = {
     "pes": ("pes", {}),
     "pes_r1": ("pes", {"rank": 1}),
@@ -67,6 +68,7 @@ VARIANTS = {
     "full_backprop_none": ("full_backprop", {"remat": "none"}),
     "full_backprop_groups1": ("full_backprop", {"task_groups": 1}),
     "full_backprop_block10": ("full_backprop", {"checkpoint_every": 10, "remat": "none"}),
+    "full_backprop_two_level10": ("full_backprop", {"checkpoint_every": 10}),
 }
 MEMORY_HORIZONS = (1000, 10000)
 
