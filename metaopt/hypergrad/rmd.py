@@ -36,8 +36,8 @@ def rmd(
       unroll_length: ``None``: exact over fresh episodes of ``horizon`` steps; ``n``:
         truncated backprop of the loss at the end of each ``n``-step segment of carried tasks.
       horizon: steps of a full episode (default: the problem's schedule ``max_length``).
-      remat: ``jax.checkpoint`` each step (less memory, a second forward pass; its chunks draw
-        their minibatches per step, see ``full_backprop(checkpoint_every=1)``).
+      remat: ``jax.checkpoint`` each step (less memory, a second forward pass, the same
+        values: ``full_backprop(remat="step")``).
       stagger: first-episode offsets of the online tasks.
       axis_name: the mapped device axis the task batch is split over, or ``None``.
     """
@@ -46,8 +46,8 @@ def rmd(
     problem = as_problem(problem)
     if unroll_length is None:
         est = backprop.full_backprop(problem, num_tasks=num_tasks, horizon=horizon,
-                                     meta_loss="last", checkpoint_every=1 if remat else None,
-                                     remat="none", axis_name=axis_name)
+                                     meta_loss="last", remat="step" if remat else "none",
+                                     axis_name=axis_name)
     else:
         if remat:
             raise ValueError("remat: applies to full episodes (unroll_length=None)")

@@ -97,16 +97,19 @@ def test_rmd_matches_central_finite_differences():
 
 
 def test_rmd_equals_the_full_backprop_estimator():
-    """Same key, same tasks and batches: RMD here = metaopt.estimators.full_backprop('last')."""
+    """Same key, same tasks and batches: RMD here = metaopt.estimators.full_backprop('last'),
+    with and without per-step remat (which keeps the minibatch keys of the plain unroll)."""
     task, opt, hparams, alpha = _digits_setup(5)
     bl = hg.task_bilevel(task, opt, horizon=5, hparams_fn=hparams)
     problem = inner_problem(task, opt, schedule=truncation.constant(5),
                             hparams_fn=hparams)
-    ests = [full_backprop(problem, num_tasks=2, meta_loss="last"), hg.rmd(bl, num_tasks=2)]
+    ests = [full_backprop(problem, num_tasks=2, meta_loss="last"), hg.rmd(bl, num_tasks=2),
+            hg.rmd(bl, num_tasks=2, remat=True)]
     run = problems.jit(lambda k, a: [e.estimate(k, a, e.init(k, a)) for e in ests])
-    (want, _, m_want), (got, _, m_got) = run(jax.random.key(2), alpha)
-    np.testing.assert_allclose(m_got["meta_loss"], m_want["meta_loss"], rtol=1e-6)
-    np.testing.assert_allclose(_flat(got), _flat(want), rtol=1e-4, atol=1e-7)
+    (want, _, m_want), *others = run(jax.random.key(2), alpha)
+    for got, _, m_got in others:
+        np.testing.assert_allclose(m_got["meta_loss"], m_want["meta_loss"], rtol=1e-6)
+        np.testing.assert_allclose(_flat(got), _flat(want), rtol=1e-4, atol=1e-7)
 
 
 def test_ift_matches_ridge_regression_closed_form():
