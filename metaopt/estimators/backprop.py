@@ -54,9 +54,9 @@ backbone (which XLA:CPU runs as slow grouped convolutions).
 Keys: ``k_init, k_unroll = split(key)``; task ``i`` starts from ``InnerProblem.init(split(k_init,
 B)[i])`` and unrolls with key ``split(k_unroll, B)[i]`` (``unroll_batch``'s per-step keys).
 
-Cost per call: ``B T`` inner steps without remat, ``2 B T`` with it (``B (2 T - 1)`` for the
-``"last"`` meta-loss with per-step remat, whose last step is not rematerialized), and ``B T``
-step VJPs.
+Cost per call: ``B T`` inner steps without remat, ``2 B T`` with one level of it (``B (2 T -
+1)`` for the ``"last"`` meta-loss with per-step remat, whose last step is not rematerialized),
+``3 B T`` with two-level chunks; and ``B T`` step VJPs.
 """
 
 from __future__ import annotations
@@ -141,7 +141,8 @@ def _unroll_last_only(problem, keys, thetas, states, num_steps, ctx, batched, re
     return states, jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), outs)
 
 
-#: Per-step rematerialization of an unchunked unroll: name -> ``scan_batch``'s ``remat``.
+#: Per-step rematerialization (of the unroll, or inside each chunk): name -> ``scan_batch``'s
+#: ``remat``.
 STEP_REMATS = {"none": None, "step": True, "step_dots": jax.checkpoint_policies.dots_saveable}
 
 
