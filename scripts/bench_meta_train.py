@@ -18,9 +18,8 @@ The jitted step donates its input state (as ``metaopt train`` does), so XLA reus
 buffers for the output instead of holding both. Peak memory (``VmHWM``, the peak resident
 memory of a fresh process that builds, compiles and runs ``--memory-steps`` outer steps of one
 configuration; :func:`benchutil.peak_rss_mb`) is reported at episode horizons 1,000 and
-10,000 (on an
-accelerator also its allocator's peak, ``*_device_peak_mb_*`` in the JSON): PES and TBPTT keep
-only the current truncation, so it should not grow with the horizon.
+10,000 (on an accelerator also its allocator's peak, ``*_device_peak_mb_*`` in the JSON): PES
+and TBPTT keep only the current truncation, so it should not grow with the horizon.
 
 Usage: ``python scripts/bench.py meta-train [--tasks 16] [--unroll 50] [--skip-memory]
 [--lopt mlp_small] [--estimators pes,pes_r1,nres,tbptt_step] [--devices 1]
